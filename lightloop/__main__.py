@@ -1,0 +1,7 @@
+"""python -m lightloop."""
+
+import sys
+
+from lightloop.cli import main
+
+sys.exit(main())

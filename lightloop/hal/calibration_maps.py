@@ -1,0 +1,97 @@
+"""Calibration maps: the HAL's knowledge of each device, as measured (nominal until calibrated)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from lightloop.errors import CalibrationError
+from lightloop.physics.vapor_cell import VaporCellPhysics
+
+__all__ = ["GrayLevelLUT", "DMDFillMap", "VaporCellMap", "HomodyneMap"]
+
+
+@dataclass
+class GrayLevelLUT:
+    """SLM gray level -> phase (rad), 256 monotonic entries; inverted by interpolation."""
+
+    phase_rad: NDArray[np.float64] = field(default_factory=lambda: 2 * np.pi * np.arange(256) / 256.0)
+
+    def __post_init__(self) -> None:
+        self.phase_rad = np.asarray(self.phase_rad, dtype=np.float64)
+        if self.phase_rad.shape != (256,) or np.any(np.diff(self.phase_rad) <= 0):
+            raise CalibrationError("SLM LUT: expected 256 strictly increasing phases (rad)")
+        self._grid = np.arange(256, dtype=np.float64)
+
+    def gray_for_phase(self, phase_rad: NDArray) -> NDArray[np.uint8]:
+        """Nearest 8-bit gray level for each phase (wrapped to [0, 2 pi))."""
+        p = np.mod(phase_rad, 2 * np.pi)
+        # phases past the last entry wrap to gray 0 when they are closer to 2 pi
+        top = self.phase_rad[-1]
+        wrap = p > 0.5 * (top + 2 * np.pi)
+        g = np.interp(p, self.phase_rad, self._grid)
+        g = np.where(wrap, 0.0, g)
+        return np.clip(np.rint(g), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class DMDFillMap:
+    """DMD block fill fraction -> amplitude, sampled at every mirror count 0..k^2."""
+
+    amplitude: NDArray[np.float64]
+
+    @classmethod
+    def linear(cls, block_pixels: int) -> "DMDFillMap":
+        """Nominal map amplitude = n / k^2."""
+        n = block_pixels**2
+        return cls(np.arange(n + 1, dtype=np.float64) / n)
+
+    def count_for_amplitude(self, a: NDArray) -> NDArray[np.uint16]:
+        """Nearest on-mirror count for amplitudes a in [0, 1]."""
+        counts = np.interp(a, self.amplitude, np.arange(self.amplitude.size, dtype=np.float64))
+        return np.rint(counts).astype(np.uint16)
+
+
+@dataclass
+class VaporCellMap:
+    """Vapor-cell temperature -> optical depth: a0 = n_Rb(T_read + offset) * sigma_l (Steck vapour law)."""
+
+    sigma_l_m3: float = 1.3e-17
+    thermometer_offset_k: float = 0.0
+
+    def optical_depth(self, temperature_k: float) -> float:
+        """Optical depth a0 at the controller's temperature reading (K)."""
+        return VaporCellPhysics(self.sigma_l_m3).optical_depth(temperature_k + self.thermometer_offset_k)
+
+    def temperature_for(self, a0: float, t_min_k: float, t_max_k: float) -> float:
+        """Controller set-point (K) that gives a0, clamped to [t_min_k, t_max_k]."""
+        off = self.thermometer_offset_k
+        t = VaporCellPhysics(self.sigma_l_m3).temperature_for(a0, t_min_k + off, t_max_k + off)
+        return t - off
+
+
+@dataclass
+class HomodyneMap:
+    """Per-channel homodyne calibration: field = (V - offset) / (gain cos(theta))."""
+
+    gain_v: NDArray[np.float64]
+    offset_v: NDArray[np.float64]
+    lo_phase_rad: NDArray[np.float64]
+
+    @classmethod
+    def unity(cls, n: int, gain_v: float = 1.0) -> "HomodyneMap":
+        """Nominal map: equal gains, zero offsets, LO locked at theta = 0."""
+        return cls(np.full(n, gain_v), np.zeros(n), np.zeros(n))
+
+    def __post_init__(self) -> None:
+        self._scale = (1.0 / (np.asarray(self.gain_v) * np.cos(self.lo_phase_rad))).astype(np.float32)
+        self._offset = np.asarray(self.offset_v, dtype=np.float32)
+        self.identity = bool(np.all(self._scale == 1.0) and np.all(self._offset == 0.0))
+
+    def field(self, volts: NDArray) -> NDArray:
+        """Field estimate (saturation units) from detector volts."""
+        if self.identity:
+            return volts
+        return (volts - self._offset) * self._scale

@@ -1,0 +1,126 @@
+"""The free-space SA bench as an OpticalProcessor (Guo et al. 2021): SLM/DMD weights, vapor cells, homodyne taps."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from lightloop.hal.free_space_roles import (
+    HomodyneDetector,
+    InputEncoder,
+    ProbeSource,
+    SaturableAbsorber,
+    WeightBlock,
+)
+from lightloop.hal.processor import ForwardTaps, OpticalProcessor
+
+__all__ = ["FreeSpaceProcessor"]
+
+
+class _Stateful(Protocol):
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def restore(self, state: dict[str, Any]) -> None: ...
+
+
+class FreeSpaceProcessor(OpticalProcessor):
+    """L weight layers; a vapor cell after every hidden layer; linear output.
+
+    Taps: pre-SA fields z(l) and post-SA fields a(l) forward, errors delta(l) backward.
+    """
+
+    capabilities = frozenset({"exact", "pump_probe"})
+
+    def __init__(
+        self,
+        encoder: InputEncoder,
+        probe: ProbeSource,
+        weights: Sequence[WeightBlock],
+        absorbers: Sequence[SaturableAbsorber],
+        pre_taps: Sequence[HomodyneDetector],
+        post_taps: Sequence[HomodyneDetector],
+        error_taps: Sequence[HomodyneDetector],
+        stateful: Sequence[_Stateful] = (),
+    ):
+        n_layers = len(weights)
+        if not (len(absorbers) == len(post_taps) == len(error_taps) == n_layers - 1 and len(pre_taps) == n_layers):
+            raise ValueError("free-space processor: need L weight blocks and pre taps, L-1 absorbers, post and error taps")
+        self.encoder, self.probe = encoder, probe
+        self.weights, self.absorbers = list(weights), list(absorbers)
+        self.pre_taps, self.post_taps, self.error_taps = list(pre_taps), list(post_taps), list(error_taps)
+        self._stateful = list(stateful)
+        sizes = [weights[0].shape[1]] + [w.shape[0] for w in weights]
+        for a, b in zip(weights[:-1], weights[1:]):
+            if b.shape[1] != a.shape[0]:
+                raise ValueError(f"free-space processor: layer shapes {a.shape} and {b.shape} do not chain")
+        self._sizes = tuple(sizes)
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        """Neurons per layer, input first."""
+        return self._sizes
+
+    def parameter_shapes(self) -> list[tuple[int, ...]]:
+        """Weight matrix shapes (out, in) per layer."""
+        return [w.shape for w in self.weights]
+
+    def parameter_bounds(self) -> list[tuple[float, float]]:
+        """+-max_weight per layer (passive transmission times amplifier gain)."""
+        return [(-w.max_weight, w.max_weight) for w in self.weights]
+
+    def init_parameters(self, rng: np.random.Generator, scale: float) -> list[NDArray[np.float32]]:
+        """Weights drawn from N(0, scale^2), clipped to the realisable range."""
+        out = []
+        for (lo, hi), shape in zip(self.parameter_bounds(), self.parameter_shapes()):
+            out.append(np.clip(rng.normal(0.0, scale, size=shape), lo, hi).astype(np.float32))
+        return out
+
+    def set_optical_depth(self, a0: float) -> None:
+        """Set every vapor cell to optical depth a0."""
+        for sa in self.absorbers:
+            sa.set_optical_depth(a0)
+
+    def program(self, params: Sequence[NDArray]) -> None:
+        """Write every layer's weights (one frame per weight device)."""
+        for block, w in zip(self.weights, params):
+            block.write(w)
+
+    def forward(self, x: NDArray) -> ForwardTaps:
+        """Display x and acquire every forward tap (one acquisition per detector array)."""
+        self.encoder.display(x)
+        pre = [d.acquire() for d in self.pre_taps]
+        post = [d.acquire() for d in self.post_taps] + [pre[-1]]
+        self._count(len(self.pre_taps) + len(self.post_taps))
+        return ForwardTaps(inputs=x * self.encoder.field_scale if self.encoder.field_scale != 1 else x,
+                           pre=pre, post=post)
+
+    def backward(self, delta_out: NDArray) -> list[NDArray]:
+        """Inject delta(L) as a weak probe; acquire delta(l) = (W(l+1)^T delta(l+1)) * T(z(l)) at each cell."""
+        scale = self.probe.display(delta_out)
+        inv = np.float32(1.0 / scale)
+        errs = [d.acquire() * inv for d in self.error_taps]
+        self._count(len(self.error_taps))
+        return errs + [delta_out]
+
+    def activation_slope(self, layer: int, pre: NDArray) -> NDArray:
+        """Calibrated model slope g'(z) of the absorber after weight layer `layer` (0-based)."""
+        return self.absorbers[layer].slope_model(pre)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Twin state (noise generators) for exact resume."""
+        return {str(i): s.snapshot() for i, s in enumerate(self._stateful)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Restore `snapshot` state."""
+        for i, s in enumerate(self._stateful):
+            if str(i) in state:
+                s.restore(state[str(i)])
+
+    def safe_state(self) -> None:
+        """Sources dark, weights zero, heaters to their lowest set-point."""
+        self.encoder.port.write_fields(np.zeros((1, self.encoder.n), np.float32))
+        self.probe.port.write_fields(np.zeros((1, self.probe.n), np.float32))
+        for sa in self.absorbers:
+            sa.safe_state()

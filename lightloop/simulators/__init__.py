@@ -1,0 +1,1 @@
+"""Physics twins: emulators holding a hidden ground truth, and device ports implemented on them."""

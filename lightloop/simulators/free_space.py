@@ -1,0 +1,298 @@
+"""Emulator of the free-space SA bench (Guo et al. 2021) and its device twins.
+
+One FreeSpaceEmulator holds the light path and a HIDDEN ground truth (SLM LUT, fringing, slit
+efficiency, amplifier gains, vapor-cell sigma*L and thermometer offsets, homodyne gains, LO
+phases, offsets and noise). Twins (ports) write settings into it and acquire from it; the HAL
+never reads the truth. Forward (pump) and backward (probe) passes are computed lazily when a
+detector acquires, vectorised over the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from lightloop.physics.saturable_absorber import sa_forward, sa_transmission
+from lightloop.physics.vapor_cell import VaporCellPhysics
+from lightloop.simulators.homodyne import HomodynePhysics
+from lightloop.simulators.weight_blocks import DMDPhysics, SLMPhysics
+
+__all__ = ["Imperfections", "FreeSpaceTruth", "FreeSpaceEmulator"]
+
+
+@dataclass
+class Imperfections:
+    """Magnitudes of the realistic imperfections (all zero / None in ideal mode)."""
+
+    slm_gamma_sd: float = 0.05
+    slm_phase_max_sd: float = 0.02
+    fringing: float = 0.02
+    dmd_nonlinearity: float = 0.03
+    efficiency_sd: float = 0.03
+    amplifier_gain_sd: float = 0.02
+    sigma_l_sd: float = 0.05
+    thermometer_offset_sd_k: float = 0.5
+    homodyne_gain_sd: float = 0.03
+    lo_phase_sd_rad: float = 0.05
+    homodyne_offset_sd_v: float = 1e-3
+    shot_noise: float = 2e-3
+    electronic_noise_v: float = 1e-3
+    adc_bits: int | None = 14
+    full_scale_v: float = 10.0
+
+    @classmethod
+    def none(cls) -> "Imperfections":
+        """Ideal mode: every imperfection off."""
+        return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, None)
+
+
+@dataclass
+class FreeSpaceTruth:
+    """Hidden ground truth of one bench, drawn from a seeded process model."""
+
+    slm: list[SLMPhysics]
+    dmd: list[DMDPhysics]
+    efficiency: NDArray[np.float64]
+    amplifier_gain_error: NDArray[np.float64]
+    cells: list[VaporCellPhysics]
+    thermometer_offset_k: NDArray[np.float64]
+    pre: list[HomodynePhysics]
+    post: list[HomodynePhysics]
+    error: list[HomodynePhysics]
+
+    @classmethod
+    def draw(cls, layer_sizes: tuple[int, ...], seed: int, imp: Imperfections, *,
+             nominal_efficiency: float = 0.5, nominal_sigma_l_m3: float = 1.3e-17,
+             dmd_block_pixels: int = 16, error_gain_v: float = 10.0) -> "FreeSpaceTruth":
+        """Draw a bench's truth for layer sizes (input first) from a seeded generator."""
+        rng = np.random.default_rng(seed)
+        n_layers = len(layer_sizes) - 1
+        slm = [SLMPhysics(phase_max_rad=2 * np.pi * 255 / 256 * (1 + imp.slm_phase_max_sd * rng.standard_normal()),
+                          gamma=1 + imp.slm_gamma_sd * rng.standard_normal(), fringing=imp.fringing)
+               for _ in range(n_layers)]
+        dmd = [DMDPhysics(dmd_block_pixels, nonlinearity=imp.dmd_nonlinearity, fringing=imp.fringing)
+               for _ in range(n_layers)]
+        eff = nominal_efficiency * (1 + imp.efficiency_sd * rng.standard_normal(n_layers))
+        amp = imp.amplifier_gain_sd * rng.standard_normal(n_layers)
+        cells = [VaporCellPhysics(nominal_sigma_l_m3 * (1 + imp.sigma_l_sd * rng.standard_normal()))
+                 for _ in range(n_layers - 1)]
+        t_off = imp.thermometer_offset_sd_k * rng.standard_normal(n_layers - 1)
+
+        def det(n: int, gain: float) -> HomodynePhysics:
+            return HomodynePhysics(
+                gain_v=gain * (1 + imp.homodyne_gain_sd * rng.standard_normal(n)),
+                lo_phase_rad=imp.lo_phase_sd_rad * rng.standard_normal(n),
+                offset_v=imp.homodyne_offset_sd_v * rng.standard_normal(n),
+                shot_noise=imp.shot_noise, electronic_noise_v=imp.electronic_noise_v,
+                adc_bits=imp.adc_bits, full_scale_v=imp.full_scale_v)
+
+        pre = [det(n, 1.0) for n in layer_sizes[1:]]
+        post = [det(n, 1.0) for n in layer_sizes[1:-1]]
+        err = [det(n, error_gain_v if imp.adc_bits or imp.electronic_noise_v else 1.0) for n in layer_sizes[1:-1]]
+        return cls(slm, dmd, eff, amp, cells, t_off, pre, post, err)
+
+
+@dataclass
+class _Pass:
+    gen: int = -1
+    pre: list[NDArray] = field(default_factory=list)
+    post: list[NDArray] = field(default_factory=list)
+
+
+class FreeSpaceEmulator:
+    """Light path of the bench: input -> [W(l), vapor cell] ... -> W(L) -> output, and back."""
+
+    def __init__(self, layer_sizes: tuple[int, ...], truth: FreeSpaceTruth, seed: int = 0,
+                 ambient_k: float = 293.15):
+        self.layer_sizes = tuple(layer_sizes)
+        self.truth = truth
+        self.rng = np.random.default_rng(seed)
+        n_layers = len(layer_sizes) - 1
+        self.weights: list[NDArray] = [np.zeros((layer_sizes[i + 1], layer_sizes[i]), np.float32) for i in range(n_layers)]
+        self.gain = np.ones(n_layers)
+        self.cell_temperature_k = np.full(n_layers - 1, ambient_k)
+        self._a0 = [c.optical_depth(t + o) for c, t, o in zip(truth.cells, self.cell_temperature_k, truth.thermometer_offset_k)]
+        self.inputs: NDArray = np.zeros((1, layer_sizes[0]), np.float32)
+        self.probe: NDArray = np.zeros((1, layer_sizes[-1]), np.float32)
+        self._gen = 0
+        self._probe_gen = 0
+        self._fwd = _Pass()
+        self._bwd = _Pass()
+
+    # --- writes (from ports) ------------------------------------------------------------
+    def set_inputs(self, fields: NDArray) -> None:
+        """Forward source fields (batch, n_in)."""
+        self.inputs = fields
+        self._gen += 1
+
+    def set_probe(self, fields: NDArray) -> None:
+        """Backward probe fields injected at the output (batch, n_out)."""
+        self.probe = fields
+        self._probe_gen += 1
+
+    def set_weight_field(self, layer: int, passive_field: NDArray) -> None:
+        """Passive block transmissions of one layer; the 4f slit and amplifier scale them."""
+        scale = self.gain[layer] * (1 + self.truth.amplifier_gain_error[layer]) * self.truth.efficiency[layer]
+        w = passive_field * np.float32(scale)
+        if np.iscomplexobj(w) and not np.any(w.imag):
+            w = w.real
+        self.weights[layer] = w.astype(np.complex64 if np.iscomplexobj(w) else np.float32, copy=False)
+        self._gen += 1
+
+    def set_amplifier_gain(self, layer: int, gain: float) -> None:
+        """Amplifier gain after the 4f summation of one layer."""
+        self.gain[layer] = gain
+        self._gen += 1
+
+    def set_cell_temperature(self, cell: int, kelvin: float) -> None:
+        """Vapor-cell temperature (K); the true a0 follows the Rb vapour density."""
+        self.cell_temperature_k[cell] = kelvin
+        c = self.truth.cells[cell]
+        self._a0[cell] = c.optical_depth(kelvin + self.truth.thermometer_offset_k[cell])
+        self._gen += 1
+
+    def true_optical_depth(self, cell: int) -> float:
+        """Hidden true a0 of a cell (for twin-truth reports and tests, never for the HAL)."""
+        return self._a0[cell]
+
+    # --- physics --------------------------------------------------------------------------
+    def _forward(self) -> _Pass:
+        if self._fwd.gen == self._gen:
+            return self._fwd
+        a = self.inputs
+        pre, post = [], []
+        n_layers = len(self.weights)
+        for i, w in enumerate(self.weights):
+            z = a @ w.T
+            pre.append(z)
+            if i < n_layers - 1:
+                a = sa_forward(z, self._a0[i])
+                post.append(a)
+        self._fwd = _Pass(self._gen, pre, post)
+        return self._fwd
+
+    def _backward(self) -> _Pass:
+        key = (self._gen << 20) + self._probe_gen
+        if self._bwd.gen == key:
+            return self._bwd
+        fwd = self._forward()
+        d = self.probe
+        if d.shape[0] != fwd.pre[0].shape[0]:
+            raise RuntimeError("emulator: probe batch does not match the pump batch of the last forward pass")
+        errs: list[NDArray] = [None] * (len(self.weights) - 1)  # type: ignore[list-item]
+        for i in range(len(self.weights) - 1, 0, -1):
+            d = (d @ self.weights[i]) * sa_transmission(fwd.pre[i - 1], self._a0[i - 1])
+            errs[i - 1] = d
+        self._bwd = _Pass(key, errs, [])
+        return self._bwd
+
+    def read_pre(self, layer: int) -> NDArray:
+        """Field z(layer+1) at the pre-absorber tap (or output)."""
+        return self._forward().pre[layer]
+
+    def read_post(self, layer: int) -> NDArray:
+        """Field a(layer+1) after vapor cell `layer`."""
+        return self._forward().post[layer]
+
+    def read_error(self, layer: int) -> NDArray:
+        """Backward probe field delta(layer+1) after vapor cell `layer`."""
+        return self._backward().pre[layer]
+
+    def snapshot(self) -> dict[str, Any]:
+        """Noise generator state."""
+        return {"rng": self.rng.bit_generator.state}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Restore the noise generator state."""
+        self.rng.bit_generator.state = state["rng"]
+
+
+# --- device ports implemented on the emulator ---------------------------------------------
+class SourceTwin:
+    """Forward source (SLM/DMD input display + laser) on the emulator."""
+
+    def __init__(self, emu: FreeSpaceEmulator):
+        self.emu = emu
+
+    def write_fields(self, fields: NDArray[np.float32]) -> None:
+        """Display field patterns (batch, n_in)."""
+        self.emu.set_inputs(fields)
+
+
+class ProbeTwin:
+    """Backward probe source at the output plane."""
+
+    def __init__(self, emu: FreeSpaceEmulator):
+        self.emu = emu
+
+    def write_fields(self, fields: NDArray[np.float32]) -> None:
+        """Inject probe fields (batch, n_out)."""
+        self.emu.set_probe(fields)
+
+
+class AnalogWeightTwin:
+    """Ideal analog amplitude modulator for one layer."""
+
+    def __init__(self, emu: FreeSpaceEmulator, layer: int):
+        self.emu, self.layer = emu, layer
+
+    def set_amplifier_gain(self, gain: float) -> None:
+        """Amplifier gain after the 4f sum."""
+        self.emu.set_amplifier_gain(self.layer, gain)
+
+    def write_amplitudes(self, amplitudes: NDArray[np.float32]) -> None:
+        """Passive transmissions in [-1, 1]."""
+        self.emu.set_weight_field(self.layer, amplitudes)
+
+
+class SLMWeightTwin(AnalogWeightTwin):
+    """Phase SLM showing checkerboard blocks for one layer (true LUT and fringing hidden)."""
+
+    def write_blocks(self, gray_plus: NDArray[np.uint8], gray_minus: NDArray[np.uint8]) -> None:
+        """Display gray-level pairs (out, in)."""
+        self.emu.set_weight_field(self.layer, self.emu.truth.slm[self.layer].block_field(gray_plus, gray_minus))
+
+
+class DMDWeightTwin(AnalogWeightTwin):
+    """DMD showing differential binary block pairs for one layer."""
+
+    @property
+    def block_pixels(self) -> int:
+        """Mirrors per block side k."""
+        return self.emu.truth.dmd[self.layer].block_pixels
+
+    def write_blocks(self, on_plus: NDArray[np.uint16], on_minus: NDArray[np.uint16]) -> None:
+        """Display on-mirror counts of the + and - blocks (out, in)."""
+        self.emu.set_weight_field(self.layer, self.emu.truth.dmd[self.layer].block_field(on_plus, on_minus))
+
+
+class VaporCellHeaterTwin:
+    """Temperature controller of one vapor cell (reads back its set-point)."""
+
+    def __init__(self, emu: FreeSpaceEmulator, cell: int):
+        self.emu, self.cell = emu, cell
+
+    def set_temperature(self, kelvin: float) -> None:
+        """Set-point (K); the twin settles instantly."""
+        self.emu.set_cell_temperature(self.cell, kelvin)
+
+    def read_temperature(self) -> float:
+        """Controller reading (K)."""
+        return float(self.emu.cell_temperature_k[self.cell])
+
+
+class HomodyneTwin:
+    """Homodyne array on one tap: 'pre', 'post' or 'error' of a layer."""
+
+    def __init__(self, emu: FreeSpaceEmulator, tap: str, layer: int):
+        self.emu, self.tap, self.layer = emu, tap, layer
+        self.physics: HomodynePhysics = getattr(emu.truth, tap)[layer]
+        self._read = {"pre": emu.read_pre, "post": emu.read_post, "error": emu.read_error}[tap]
+        self.n_channels = self.physics.gain_v.size
+
+    def acquire(self) -> NDArray[np.float32]:
+        """Detector volts (batch, channels)."""
+        return self.physics.read(self._read(self.layer), self.emu.rng)

@@ -1,0 +1,155 @@
+"""Gradient methods: how one training step obtains dLoss/dparams from the hardware.
+
+Loss: MSE on one-hot targets, L = 1/(2B) sum_b ||z(L)_b - t_b||^2, so delta(L) = z(L) - t and
+dW(l) = delta(l)^T a(l-1) / B (DESIGN.md, 'The on-chip training step').
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from lightloop.errors import ConfigError
+from lightloop.hal.processor import ForwardTaps, OpticalProcessor
+
+__all__ = [
+    "GradientResult",
+    "GradientMethod",
+    "ExactGradient",
+    "PumpProbeGradient",
+    "FiniteDifferenceGradient",
+    "GRADIENT_METHODS",
+    "register_gradient",
+    "make_gradient",
+    "mse_loss",
+]
+
+
+def mse_loss(output: NDArray, targets: NDArray) -> float:
+    """L = 1/(2B) sum ||z - t||^2."""
+    d = output - targets
+    return float(0.5 * np.einsum("ij,ij->", d, d) / output.shape[0])
+
+
+@dataclass
+class GradientResult:
+    """Loss, network output and gradients (same shapes as the parameters) of one batch."""
+
+    loss: float
+    output: NDArray
+    grads: list[NDArray]
+    measurements: int
+
+
+class GradientMethod(ABC):
+    """A way of measuring the loss gradient on a processor."""
+
+    name: ClassVar[str]
+    #: processor capability this method needs (None: works on any processor)
+    requires: ClassVar[str | None] = None
+
+    def check(self, processor: OpticalProcessor) -> None:
+        """Raise ConfigError if the processor cannot serve this method."""
+        if self.requires is not None and self.requires not in processor.capabilities:
+            caps = ", ".join(sorted(processor.capabilities)) or "none"
+            raise ConfigError(
+                f"gradient '{self.name}' is not available on {type(processor).__name__} (it supports: {caps})")
+
+    @abstractmethod
+    def __call__(self, processor: OpticalProcessor, params: Sequence[NDArray], x: NDArray,
+                 targets: NDArray) -> GradientResult:
+        """Measure the gradient for batch x with one-hot targets; params are already programmed."""
+
+
+def _outer_grads(taps: ForwardTaps, deltas: Sequence[NDArray]) -> list[NDArray]:
+    b = np.float32(1.0 / taps.inputs.shape[0])
+    return [(d.T @ taps.activations(i)) * b for i, d in enumerate(deltas)]
+
+
+GRADIENT_METHODS: dict[str, Callable[..., GradientMethod]] = {}
+
+
+def register_gradient(cls: type[GradientMethod]) -> type[GradientMethod]:
+    """Class decorator adding a method to the registry under cls.name."""
+    GRADIENT_METHODS[cls.name] = cls
+    return cls
+
+
+def make_gradient(name: str, **options: object) -> GradientMethod:
+    """Instantiate a gradient method by name."""
+    if name not in GRADIENT_METHODS:
+        raise ConfigError(f"unknown gradient method '{name}'; expected one of: {', '.join(sorted(GRADIENT_METHODS))}")
+    return GRADIENT_METHODS[name](**options)
+
+
+@register_gradient
+class ExactGradient(GradientMethod):
+    """Reference: digital backprop from measured taps with the calibrated exact slope g'(z)."""
+
+    name = "exact"
+    requires = "exact"
+
+    def __call__(self, processor, params, x, targets):  # type: ignore[override]
+        taps = processor.forward(x)
+        d = taps.output - targets
+        deltas = [d]
+        for i in range(len(params) - 1, 0, -1):
+            d = (d @ params[i]) * processor.activation_slope(i - 1, taps.pre[i - 1])  # type: ignore[attr-defined]
+            deltas.append(d)
+        deltas.reverse()
+        return GradientResult(mse_loss(taps.output, targets), taps.output, _outer_grads(taps, deltas),
+                              len(processor.layer_sizes) * 2 - 3)
+
+
+@register_gradient
+class PumpProbeGradient(GradientMethod):
+    """Optical backprop: the error travels back as a probe; the vapor cell's T(E) replaces g'(E)."""
+
+    name = "pump_probe"
+    requires = "pump_probe"
+
+    def __call__(self, processor, params, x, targets):  # type: ignore[override]
+        before = processor.measurements
+        taps = processor.forward(x)
+        deltas = processor.backward(taps.output - targets)
+        return GradientResult(mse_loss(taps.output, targets), taps.output, _outer_grads(taps, deltas),
+                              processor.measurements - before)
+
+
+@register_gradient
+class FiniteDifferenceGradient(GradientMethod):
+    """Gradient-free baseline: perturb each parameter by +-step and measure the loss (central differences)."""
+
+    name = "finite_difference"
+    requires = None
+
+    def __init__(self, step: float = 1e-3, max_parameters: int = 20000):
+        self.step, self.max_parameters = float(step), int(max_parameters)
+
+    def __call__(self, processor, params, x, targets):  # type: ignore[override]
+        n = sum(p.size for p in params)
+        if n > self.max_parameters:
+            raise ConfigError(f"finite_difference: {n} parameters exceed max_parameters={self.max_parameters} "
+                              f"(2 measurements each per step)")
+        before = processor.measurements
+        work = [np.array(p, dtype=np.float64) for p in params]
+        grads = [np.zeros_like(p) for p in work]
+        for k, p in enumerate(work):
+            flat, gflat = p.reshape(-1), grads[k].reshape(-1)
+            for j in range(flat.size):
+                orig = flat[j]
+                losses = []
+                for sgn in (1.0, -1.0):
+                    flat[j] = orig + sgn * self.step
+                    processor.program(work)
+                    losses.append(mse_loss(processor.forward(x).output, targets))
+                flat[j] = orig
+                gflat[j] = (losses[0] - losses[1]) / (2 * self.step)
+        processor.program(params)
+        taps = processor.forward(x)
+        return GradientResult(mse_loss(taps.output, targets), taps.output,
+                              [g.astype(np.float32) for g in grads], processor.measurements - before)

@@ -1,0 +1,171 @@
+"""The on-chip training loop (DESIGN.md): program, forward, output error, backward, gradient, update."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from lightloop.errors import LightloopError
+from lightloop.hal.processor import OpticalProcessor
+from lightloop.training.checkpoint import load_checkpoint, save_checkpoint
+from lightloop.training.datasets import Dataset, one_hot
+from lightloop.training.gradients import GradientMethod, mse_loss
+from lightloop.training.optimizers import Optimizer
+from lightloop.training.reporting import MetricsLog, plot_learning_curve
+
+__all__ = ["TrainSettings", "TrainResult", "Trainer", "evaluate"]
+
+
+@dataclass
+class TrainSettings:
+    """Loop settings: epochs, batch size, seed (shuffling and init), init std of the parameters."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    seed: int = 0
+    init_scale: float = 0.1
+    eval_batch_size: int = 1000
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    """Summary of a finished run."""
+
+    test_accuracy: float
+    best_test_accuracy: float
+    best_epoch: int
+    epochs: int
+    mean_epoch_seconds: float
+    samples_per_second: float
+    measurements_per_step: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    params: list[NDArray] = field(default_factory=list, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able summary (no history, no arrays)."""
+        d = asdict(self)
+        d.pop("history")
+        d.pop("params")
+        return d
+
+
+def evaluate(processor: OpticalProcessor, x: NDArray, y: NDArray, n_classes: int,
+             batch_size: int = 1000) -> tuple[float, float]:
+    """(accuracy, MSE loss) of the programmed processor on (x, y)."""
+    correct, loss = 0, 0.0
+    for i in range(0, x.shape[0], batch_size):
+        xb, yb = x[i: i + batch_size], y[i: i + batch_size]
+        out = processor.forward(xb).output
+        correct += int(np.count_nonzero(out.argmax(1) == yb))
+        loss += mse_loss(out, one_hot(yb, n_classes)) * xb.shape[0]
+    return correct / x.shape[0], loss / x.shape[0]
+
+
+class Trainer:
+    """Runs a gradient method on a processor with an optimizer; checkpoints every epoch."""
+
+    def __init__(self, processor: OpticalProcessor, method: GradientMethod, optimizer: Optimizer,
+                 settings: TrainSettings, out_dir: Path | str | None = None, tag: str = ""):
+        method.check(processor)
+        self.processor, self.method, self.optimizer, self.settings = processor, method, optimizer, settings
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.tag = tag
+        self.bounds = processor.parameter_bounds()
+
+    # ---------------------------------------------------------------------------------------
+    def _state(self, epoch: int, params: list[NDArray], rng: np.random.Generator,
+               history: list[dict[str, Any]], best: dict[str, Any]) -> dict[str, Any]:
+        return {"epoch": epoch, "params": params, "optimizer": self.optimizer.state_dict(),
+                "rng": rng.bit_generator.state, "processor": self.processor.snapshot(),
+                "history": history, "best": best, "tag": self.tag}
+
+    def fit(self, data: Dataset, resume: bool = False) -> TrainResult:
+        """Train for settings.epochs epochs (continuing from the checkpoint when resume is set)."""
+        s = self.settings
+        rng = np.random.default_rng(s.seed)
+        params = self.processor.init_parameters(rng, s.init_scale)
+        history: list[dict[str, Any]] = []
+        best: dict[str, Any] = {"test_accuracy": -1.0, "epoch": 0}
+        start = 1
+        ckpt = self.out_dir / "checkpoint.npz" if self.out_dir else None
+        log = MetricsLog(self.out_dir / "metrics.jsonl") if self.out_dir else None
+        if resume and ckpt is not None and ckpt.exists():
+            st = load_checkpoint(ckpt)
+            if [tuple(p.shape) for p in st["params"]] != [tuple(p) for p in self.processor.parameter_shapes()]:
+                raise LightloopError(f"{ckpt}: checkpoint parameter shapes do not match this processor")
+            params = [np.asarray(p, np.float32) for p in st["params"]]
+            self.optimizer.load_state_dict(st["optimizer"])
+            rng.bit_generator.state = st["rng"]
+            self.processor.restore(st["processor"])
+            history, best, start = st["history"], st["best"], int(st["epoch"]) + 1
+            if log:
+                log.truncate_after(start - 1)
+        targets = one_hot(data.y_train, data.n_classes)
+        n = data.x_train.shape[0]
+        steps = (n + s.batch_size - 1) // s.batch_size
+        try:
+            for epoch in range(start, s.epochs + 1):
+                rec = self._epoch(epoch, data, targets, params, rng, steps)
+                history.append(rec)
+                if rec["test_accuracy"] > best["test_accuracy"]:
+                    best = {"test_accuracy": rec["test_accuracy"], "epoch": epoch}
+                    if self.out_dir:
+                        save_checkpoint(self.out_dir / "best.npz", {"epoch": epoch, "params": params})
+                if log:
+                    log.write(rec)
+                if ckpt is not None:
+                    save_checkpoint(ckpt, self._state(epoch, params, rng, history, best))
+        except BaseException:
+            self.processor.safe_state()
+            raise
+        if self.out_dir and history:
+            plot_learning_curve(history, self.out_dir / "learning_curve.png", self.tag)
+        times = [h["epoch_seconds"] for h in history] or [float("nan")]
+        mean_t = float(np.mean(times))
+        return TrainResult(
+            test_accuracy=history[-1]["test_accuracy"] if history else float("nan"),
+            best_test_accuracy=best["test_accuracy"], best_epoch=best["epoch"], epochs=len(history),
+            mean_epoch_seconds=mean_t, samples_per_second=n / mean_t,
+            measurements_per_step=float(np.mean([h["measurements_per_step"] for h in history])) if history else 0.0,
+            history=history, params=params)
+
+    def _epoch(self, epoch: int, data: Dataset, targets: NDArray, params: list[NDArray],
+               rng: np.random.Generator, steps: int) -> dict[str, Any]:
+        from tqdm.auto import tqdm
+
+        s, proc, method, opt = self.settings, self.processor, self.method, self.optimizer
+        perm = rng.permutation(data.x_train.shape[0])
+        loss_sum, correct, seen, meas = 0.0, 0, 0, 0
+        bar = tqdm(range(steps), desc=f"epoch {epoch}/{s.epochs}", unit="batch", leave=False,
+                   disable=not s.progress, mininterval=0.5)
+        t0 = time.perf_counter()
+        for k in bar:
+            idx = perm[k * s.batch_size: (k + 1) * s.batch_size]
+            xb, tb = data.x_train[idx], targets[idx]
+            proc.program(params)                                  # 1. program
+            res = method(proc, params, xb, tb)                    # 2-5. forward, error, backward, gradient
+            if not np.isfinite(res.loss):
+                raise LightloopError(f"training diverged at epoch {epoch}, step {k}: loss is {res.loss}; "
+                                     f"lower the learning rate")
+            opt.step(params, res.grads)                           # 6. update
+            for p, (lo, hi) in zip(params, self.bounds):
+                np.clip(p, lo, hi, out=p)
+            loss_sum += res.loss * idx.size
+            correct += int(np.count_nonzero(res.output.argmax(1) == data.y_train[idx]))
+            seen += idx.size
+            meas += res.measurements
+            if k % 50 == 0:
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}", refresh=False)
+        train_seconds = time.perf_counter() - t0
+        bar.close()
+        proc.program(params)
+        test_acc, test_loss = evaluate(proc, data.x_test, data.y_test, data.n_classes, s.eval_batch_size)
+        return {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
+                "test_loss": test_loss, "test_accuracy": test_acc, "epoch_seconds": train_seconds,
+                "samples_per_second": seen / train_seconds, "measurements_per_step": meas / steps}
