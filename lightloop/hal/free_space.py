@@ -108,6 +108,10 @@ class FreeSpaceProcessor(OpticalProcessor):
         """Calibrated model slope g'(z) of the absorber after weight layer `layer` (0-based)."""
         return self.absorbers[layer].slope_model(pre)
 
+    def summary_fields(self) -> dict[str, Any]:
+        """Bench figures for the run summary."""
+        return {"optical_depth": self.absorbers[0].optical_depth if self.absorbers else None}
+
     def snapshot(self) -> dict[str, Any]:
         """Twin state (noise generators) for exact resume."""
         return {str(i): s.snapshot() for i, s in enumerate(self._stateful)}

@@ -14,13 +14,14 @@ import urllib.request
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from numpy.typing import NDArray
 
 from lightloop.errors import DatasetError
 
-__all__ = ["Dataset", "load_dataset", "load_idx", "read_idx_gz", "DATASETS", "default_data_dir", "one_hot"]
+__all__ = ["Dataset", "load_dataset", "register_dataset", "DATASET_LOADERS", "load_idx", "read_idx_gz", "DATASETS", "default_data_dir", "one_hot"]
 
 MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -185,15 +186,36 @@ def _load_mnist(data_dir: Path | None) -> Dataset:
     return Dataset("mnist", f(xtr), ytr.astype(np.int64), f(xte), yte.astype(np.int64), n_classes=10)
 
 
-DATASETS = ("digits", "iris", "mnist")
+#: name -> loader(data_dir) ; plugin modules add more with register_dataset
+DATASET_LOADERS: dict[str, Callable[[Path | None], Dataset]] = {
+    "digits": lambda d: _load_digits(),
+    "iris": lambda d: _load_iris(),
+    "mnist": _load_mnist,
+}
+#: modules that register further datasets when imported
+DATASET_PLUGINS = ("lightloop.training.synthetic",)
+DATASETS = tuple(DATASET_LOADERS)
+
+
+def register_dataset(name: str) -> Callable[[Callable[[Path | None], Dataset]], Callable[[Path | None], Dataset]]:
+    """Decorator registering loader(data_dir) -> Dataset under name."""
+    def deco(fn: Callable[[Path | None], Dataset]) -> Callable[[Path | None], Dataset]:
+        DATASET_LOADERS[name] = fn
+        return fn
+    return deco
 
 
 def load_dataset(name: str, data_dir: Path | str | None = None) -> Dataset:
     """Load a dataset by name: digits and iris are bundled; mnist reads IDX files from data_dir."""
-    if name == "digits":
-        return _load_digits()
-    if name == "iris":
-        return _load_iris()
-    if name == "mnist":
-        return _load_mnist(Path(data_dir) if data_dir else None)
-    raise DatasetError(f"unknown dataset '{name}'; expected one of: {', '.join(DATASETS)}")
+    if name not in DATASET_LOADERS:
+        import importlib
+
+        for mod in DATASET_PLUGINS:
+            try:
+                importlib.import_module(mod)
+            except ModuleNotFoundError as exc:
+                if exc.name != mod:
+                    raise
+    if name not in DATASET_LOADERS:
+        raise DatasetError(f"unknown dataset '{name}'; expected one of: {', '.join(sorted(DATASET_LOADERS))}")
+    return DATASET_LOADERS[name](Path(data_dir) if data_dir else None)

@@ -79,8 +79,25 @@ def register_gradient(cls: type[GradientMethod]) -> type[GradientMethod]:
     return cls
 
 
+#: modules that register further gradient methods when imported (chip, photon-limited, flow networks)
+GRADIENT_PLUGINS = ("lightloop.training.insitu", "lightloop.training.stochastic", "lightloop.training.flow_learning")
+
+
+def _load_plugins() -> None:
+    import importlib
+
+    for mod in GRADIENT_PLUGINS:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+
+
 def make_gradient(name: str, **options: object) -> GradientMethod:
     """Instantiate a gradient method by name."""
+    if name not in GRADIENT_METHODS:
+        _load_plugins()
     if name not in GRADIENT_METHODS:
         raise ConfigError(f"unknown gradient method '{name}'; expected one of: {', '.join(sorted(GRADIENT_METHODS))}")
     return GRADIENT_METHODS[name](**options)
