@@ -108,13 +108,28 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+#: modules adding subcommands: each has register(subparsers) that calls set_defaults(handler=fn),
+#: fn(args) -> int exit code (errors raised as LightloopError are printed in one line by main)
+CLI_PLUGINS = ("lightloop.calibration.cli", "lightloop.simulators.wire_cli", "lightloop.sweep")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
+    import importlib
+
     parser = argparse.ArgumentParser(prog="lightloop", description="Hardware-in-the-loop training of photonic networks.")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
+    for name in CLI_PLUGINS:
+        try:
+            importlib.import_module(name).register(sub)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "handler", None) is not None:
+            return int(args.handler(args))
         if args.command == "train":
             summary = run_training(args)
             if args.json:
