@@ -1,7 +1,8 @@
 """Gradient methods: how one training step obtains dLoss/dparams from the hardware.
 
-Loss: MSE on one-hot targets, L = 1/(2B) sum_b ||z(L)_b - t_b||^2, so delta(L) = z(L) - t and
-dW(l) = delta(l)^T a(l-1) / B (DESIGN.md, 'The on-chip training step').
+Default loss: MSE on one-hot targets, L = 1/(2B) sum_b ||z(L)_b - t_b||^2, so delta(L) = z(L) - t and
+dW(l) = delta(l)^T a(l-1) / B (DESIGN.md, 'The on-chip training step'). Another loss only changes
+the output error delta(L) (training.losses).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from numpy.typing import NDArray
 
 from lightloop.errors import ConfigError
 from lightloop.hal.processor import ForwardTaps, OpticalProcessor
+from lightloop.training.losses import Loss, MSELoss
 
 __all__ = [
     "GradientResult",
@@ -31,8 +33,7 @@ __all__ = [
 
 def mse_loss(output: NDArray, targets: NDArray) -> float:
     """L = 1/(2B) sum ||z - t||^2."""
-    d = output - targets
-    return float(0.5 * np.einsum("ij,ij->", d, d) / output.shape[0])
+    return MSELoss().value(output, targets)
 
 
 @dataclass
@@ -51,6 +52,8 @@ class GradientMethod(ABC):
     name: ClassVar[str]
     #: processor capability this method needs (None: works on any processor)
     requires: ClassVar[str | None] = None
+    #: the loss whose gradient is measured (the Trainer sets it)
+    loss: Loss = MSELoss()
 
     def check(self, processor: OpticalProcessor) -> None:
         """Raise ConfigError if the processor cannot serve this method."""
@@ -112,13 +115,13 @@ class ExactGradient(GradientMethod):
 
     def __call__(self, processor, params, x, targets):  # type: ignore[override]
         taps = processor.forward(x)
-        d = taps.output - targets
+        d = self.loss.error(taps.output, targets)
         deltas = [d]
         for i in range(len(params) - 1, 0, -1):
             d = (d @ params[i]) * processor.activation_slope(i - 1, taps.pre[i - 1])  # type: ignore[attr-defined]
             deltas.append(d)
         deltas.reverse()
-        return GradientResult(mse_loss(taps.output, targets), taps.output, _outer_grads(taps, deltas),
+        return GradientResult(self.loss.value(taps.output, targets), taps.output, _outer_grads(taps, deltas),
                               len(processor.layer_sizes) * 2 - 3)
 
 
@@ -132,8 +135,8 @@ class PumpProbeGradient(GradientMethod):
     def __call__(self, processor, params, x, targets):  # type: ignore[override]
         before = processor.measurements
         taps = processor.forward(x)
-        deltas = processor.backward(taps.output - targets)
-        return GradientResult(mse_loss(taps.output, targets), taps.output, _outer_grads(taps, deltas),
+        deltas = processor.backward(self.loss.error(taps.output, targets))
+        return GradientResult(self.loss.value(taps.output, targets), taps.output, _outer_grads(taps, deltas),
                               processor.measurements - before)
 
 
@@ -163,10 +166,10 @@ class FiniteDifferenceGradient(GradientMethod):
                 for sgn in (1.0, -1.0):
                     flat[j] = orig + sgn * self.step
                     processor.program(work)
-                    losses.append(mse_loss(processor.forward(x).output, targets))
+                    losses.append(self.loss.value(processor.forward(x).output, targets))
                 flat[j] = orig
                 gflat[j] = (losses[0] - losses[1]) / (2 * self.step)
         processor.program(params)
         taps = processor.forward(x)
-        return GradientResult(mse_loss(taps.output, targets), taps.output,
+        return GradientResult(self.loss.value(taps.output, targets), taps.output,
                               [g.astype(np.float32) for g in grads], processor.measurements - before)

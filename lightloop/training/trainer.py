@@ -14,7 +14,8 @@ from lightloop.errors import LightloopError
 from lightloop.hal.processor import OpticalProcessor
 from lightloop.training.checkpoint import load_checkpoint, save_checkpoint
 from lightloop.training.datasets import Dataset, one_hot
-from lightloop.training.gradients import GradientMethod, mse_loss
+from lightloop.training.gradients import GradientMethod
+from lightloop.training.losses import Loss, MSELoss, make_loss
 from lightloop.training.optimizers import Optimizer
 from lightloop.training.reporting import MetricsLog, plot_learning_curve
 
@@ -27,6 +28,7 @@ class TrainSettings:
 
     epochs: int = 10
     batch_size: int = 32
+    loss: str = "mse"
     seed: int = 0
     init_scale: float = 0.1
     eval_batch_size: int = 1000
@@ -56,14 +58,15 @@ class TrainResult:
 
 
 def evaluate(processor: OpticalProcessor, x: NDArray, y: NDArray, n_classes: int,
-             batch_size: int = 1000) -> tuple[float, float]:
-    """(accuracy, MSE loss) of the programmed processor on (x, y)."""
+             batch_size: int = 1000, loss_fn: Loss | None = None) -> tuple[float, float]:
+    """(accuracy, loss) of the programmed processor on (x, y)."""
+    loss_fn = loss_fn or MSELoss()
     correct, loss = 0, 0.0
     for i in range(0, x.shape[0], batch_size):
         xb, yb = x[i: i + batch_size], y[i: i + batch_size]
         out = processor.forward(xb).output
         correct += int(np.count_nonzero(out.argmax(1) == yb))
-        loss += mse_loss(out, one_hot(yb, n_classes)) * xb.shape[0]
+        loss += loss_fn.value(out, one_hot(yb, n_classes)) * xb.shape[0]
     return correct / x.shape[0], loss / x.shape[0]
 
 
@@ -73,6 +76,7 @@ class Trainer:
     def __init__(self, processor: OpticalProcessor, method: GradientMethod, optimizer: Optimizer,
                  settings: TrainSettings, out_dir: Path | str | None = None, tag: str = ""):
         method.check(processor)
+        method.loss = make_loss(settings.loss)
         self.processor, self.method, self.optimizer, self.settings = processor, method, optimizer, settings
         self.out_dir = Path(out_dir) if out_dir else None
         self.tag = tag
@@ -165,7 +169,7 @@ class Trainer:
         train_seconds = time.perf_counter() - t0
         bar.close()
         proc.program(params)
-        test_acc, test_loss = evaluate(proc, data.x_test, data.y_test, data.n_classes, s.eval_batch_size)
+        test_acc, test_loss = evaluate(proc, data.x_test, data.y_test, data.n_classes, s.eval_batch_size, method.loss)
         return {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                 "test_loss": test_loss, "test_accuracy": test_acc, "epoch_seconds": train_seconds,
                 "samples_per_second": seen / train_seconds, "measurements_per_step": meas / steps}
