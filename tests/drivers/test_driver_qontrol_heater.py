@@ -12,6 +12,8 @@ import serial
 from lightloop.drivers.qontrol_heater import QontrolHeater
 from lightloop.errors import InstrumentError
 
+from driver_testkit import *  # noqa: F401,F403  (fixtures: see driver_testkit.__all__)
+
 
 
 class FakeQontrol:
@@ -89,7 +91,7 @@ def fake(tcp_responder, line_session):
 
 @pytest.fixture
 def heater(fake, unique_name):
-    inst = QontrolHeater(unique_name("heater"), fake.url, timeout=0.5)
+    inst = QontrolHeater(unique_name("heater"), fake.url, timeout=1.0)
     fake.server.received.clear()
     fake.lines.clear()
     yield inst
@@ -102,7 +104,7 @@ def wire(fake) -> bytes:
 
 
 def test_connect_reads_identity_channel_count_and_limits(fake, unique_name):
-    inst = QontrolHeater(unique_name("heater"), fake.url, timeout=0.5)
+    inst = QontrolHeater(unique_name("heater"), fake.url, timeout=1.0)
     try:
         assert wire(fake) == b"ID?\nNCHAN?\nVMAX0?\nVMAX1?\nVMAX2?\nVMAX3?\n"
         assert inst.identity == "Q8iv-0042"
@@ -115,13 +117,13 @@ def test_connect_reads_identity_channel_count_and_limits(fake, unique_name):
 
 
 def test_subset_of_channels(fake, unique_name):
-    inst = QontrolHeater(unique_name("heater"), fake.url, n_channels=2, timeout=0.5)
+    inst = QontrolHeater(unique_name("heater"), fake.url, n_channels=2, timeout=1.0)
     try:
         assert inst.n_channels == 2
     finally:
         inst.close()
     with pytest.raises(InstrumentError, match="asked for 9 channels"):
-        QontrolHeater(unique_name("heater"), fake.url, n_channels=9, timeout=0.5)
+        QontrolHeater(unique_name("heater"), fake.url, n_channels=9, timeout=1.0)
 
 
 def test_single_channel_set_and_get_exact_bytes(heater, fake):
@@ -228,6 +230,8 @@ def test_garbage_reply_raises_instrument_error(heater, fake):
 
 def test_timeout_raises_and_link_recovers(heater, fake):
     fake.silent.add("V0?")
+    heater.timeout(0.2)
+    assert heater.timeout() == 0.2
     t0 = time.monotonic()
     with pytest.raises(InstrumentError, match="timeout"):
         heater.ch0.voltage()
@@ -238,6 +242,7 @@ def test_timeout_raises_and_link_recovers(heater, fake):
 
 def test_dropped_connection_raises_instrument_error(heater, fake):
     fake.drop_on.add("V0?")
+    heater.timeout(0.2)
     with pytest.raises(InstrumentError, match="connection failed|timeout"):
         heater.ch0.voltage()
 
@@ -282,6 +287,7 @@ class socket_closed_port:
 HW = os.environ.get("LIGHTLOOP_HW_QONTROL_HEATER")
 
 
+@pytest.mark.hardware
 @pytest.mark.skipif(not HW, reason="set LIGHTLOOP_HW_QONTROL_HEATER to a pyserial URL to run on hardware")
 def test_real_hardware_read_only(unique_name):
     inst = QontrolHeater(unique_name("heater_hw"), HW)

@@ -9,13 +9,15 @@ import pytest
 from lightloop.drivers.power_meter import OpticalPowerMeter
 from lightloop.errors import InstrumentError
 
+from driver_testkit import *  # noqa: F401,F403  (fixtures: see driver_testkit.__all__)
+
 ADDRESS = "USB::0x1313::0x8078::SIM0003::INSTR"
 YAML = "power_meter.yaml"
 
 
 @pytest.fixture
 def pm(open_sim):
-    return open_sim(OpticalPowerMeter, ADDRESS, YAML, timeout=0.3)
+    return open_sim(OpticalPowerMeter, ADDRESS, YAML, timeout=0.15)
 
 
 def test_connect_sequence(open_sim, sim_connect_log):
@@ -81,6 +83,7 @@ def test_garbage_and_timeout_are_one_line_instrument_errors(pm, monkeypatch):
 HW = os.environ.get("LIGHTLOOP_HW_POWER_METER")
 
 
+@pytest.mark.hardware
 @pytest.mark.skipif(not HW, reason="set LIGHTLOOP_HW_POWER_METER to a VISA address to run on hardware")
 def test_real_hardware_read_only(unique_name):
     inst = OpticalPowerMeter(unique_name("pm_hw"), HW)

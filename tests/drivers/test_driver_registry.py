@@ -12,6 +12,8 @@ from qcodes.instrument import Instrument, VisaInstrument
 import lightloop.drivers as drivers
 from lightloop.errors import ConfigError
 
+from driver_testkit import *  # noqa: F401,F403  (fixtures: see driver_testkit.__all__)
+
 VISA_DRIVERS = {"scpi_source", "laser_controller", "power_meter", "temperature_controller", "digitizer"}
 
 

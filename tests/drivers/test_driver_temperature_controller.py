@@ -9,13 +9,15 @@ import pytest
 from lightloop.drivers.temperature_controller import TemperatureController
 from lightloop.errors import InstrumentError
 
+from driver_testkit import *  # noqa: F401,F403  (fixtures: see driver_testkit.__all__)
+
 ADDRESS = "ASRL3::INSTR"
 YAML = "temperature_controller.yaml"
 
 
 @pytest.fixture
 def tc(open_sim):
-    return open_sim(TemperatureController, ADDRESS, YAML, timeout=0.3)
+    return open_sim(TemperatureController, ADDRESS, YAML, timeout=0.15)
 
 
 def test_connect_sequence_and_limit(open_sim, sim_connect_log):
@@ -84,6 +86,7 @@ def test_garbage_and_timeout_are_one_line_instrument_errors(tc, monkeypatch):
 HW = os.environ.get("LIGHTLOOP_HW_TEMPERATURE_CONTROLLER")
 
 
+@pytest.mark.hardware
 @pytest.mark.skipif(
     not HW, reason="set LIGHTLOOP_HW_TEMPERATURE_CONTROLLER to a VISA address to run on hardware"
 )

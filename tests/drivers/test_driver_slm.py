@@ -12,6 +12,8 @@ import pytest
 from lightloop.drivers.slm import SLMDisplay, validate_frame
 from lightloop.errors import InstrumentError
 
+from driver_testkit import *  # noqa: F401,F403  (fixtures: see driver_testkit.__all__)
+
 
 class FakeSlmServer:
     """Reference frame server: INFO? -> 'OK h w bits'; FRAME h w bits nbytes + payload -> 'OK'."""
@@ -74,7 +76,7 @@ def server(tcp_responder):
 
 @pytest.fixture
 def slm(server, unique_name):
-    inst = SLMDisplay(unique_name("slm"), "127.0.0.1", server.tcp.port, timeout=0.5)
+    inst = SLMDisplay(unique_name("slm"), "127.0.0.1", server.tcp.port, timeout=1.0)
     server.tcp.received.clear()
     yield inst
     inst.close()
@@ -151,6 +153,7 @@ def test_server_error_reply_is_instrument_error(slm, server):
 
 def test_timeout_is_instrument_error(slm, server):
     server.silent = True
+    slm.timeout(0.2)
     with pytest.raises(InstrumentError, match="timeout"):
         slm.write_frame(np.zeros((4, 6), dtype=np.uint8))
     with pytest.raises(InstrumentError, match="link closed after an earlier fault"):
@@ -174,6 +177,7 @@ def test_unreachable_server_is_instrument_error(unique_name):
 HW = os.environ.get("LIGHTLOOP_HW_SLM")  # "host:port"
 
 
+@pytest.mark.hardware
 @pytest.mark.skipif(not HW, reason="set LIGHTLOOP_HW_SLM=host:port to run on hardware")
 def test_real_hardware_geometry(unique_name):
     host, _, port = HW.rpartition(":")

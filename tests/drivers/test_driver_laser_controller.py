@@ -9,13 +9,15 @@ import pytest
 from lightloop.drivers.laser_controller import LaserDiodeController
 from lightloop.errors import InstrumentError
 
+from driver_testkit import *  # noqa: F401,F403  (fixtures: see driver_testkit.__all__)
+
 ADDRESS = "GPIB::6::INSTR"
 YAML = "laser_controller.yaml"
 
 
 @pytest.fixture
 def laser(open_sim):
-    return open_sim(LaserDiodeController, ADDRESS, YAML, timeout=0.3)
+    return open_sim(LaserDiodeController, ADDRESS, YAML, timeout=0.15)
 
 
 def test_connect_sequence(open_sim, sim_connect_log):
@@ -96,6 +98,7 @@ def test_timeout_and_garbage_are_one_line_instrument_errors(laser, monkeypatch):
 HW = os.environ.get("LIGHTLOOP_HW_LASER_CONTROLLER")
 
 
+@pytest.mark.hardware
 @pytest.mark.skipif(not HW, reason="set LIGHTLOOP_HW_LASER_CONTROLLER to a VISA address to run on hardware")
 def test_real_hardware_read_only(unique_name):
     inst = LaserDiodeController(unique_name("laser_hw"), HW)

@@ -1,4 +1,9 @@
-"""Shared helpers for driver tests: a wire log for pyvisa-sim devices and a threaded TCP responder."""
+"""Shared fixtures for driver tests: wire logs for pyvisa-sim devices and a threaded TCP responder.
+
+Deliberately NOT a conftest.py: other test modules do ``from conftest import ...`` and a second
+top-level ``conftest`` module would shadow the root one. Test modules here import what they use:
+``from driver_testkit import *`` (the names are listed in ``__all__``).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,18 @@ from typing import Any
 
 import pytest
 from qcodes.instrument import Instrument
+
+__all__ = [
+    "TcpResponder",
+    "WireLog",
+    "line_session",
+    "no_leaked_instruments",
+    "open_sim",
+    "sim_connect_log",
+    "tcp_responder",
+    "unique_name",
+    "wire_log",
+]
 
 _counter = itertools.count()
 
@@ -26,7 +43,7 @@ def unique_name() -> Callable[[str], str]:
 
 
 @pytest.fixture(autouse=True)
-def _no_leaked_instruments() -> Iterator[None]:
+def no_leaked_instruments() -> Iterator[None]:
     """Every test must close the instruments it opened (QCoDeS keeps a global name registry)."""
     yield
     leaked = list(Instrument._all_instruments)

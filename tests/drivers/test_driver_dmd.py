@@ -13,6 +13,8 @@ import pytest
 from lightloop.drivers.dmd import ALP_DEV_DISPLAY_HEIGHT, ALP_DEV_DISPLAY_WIDTH, DMDController
 from lightloop.errors import InstrumentError
 
+from driver_testkit import *  # noqa: F401,F403  (fixtures: see driver_testkit.__all__)
+
 
 class FakeFunction:
     """Callable standing in for a ctypes foreign function (accepts argtypes/restype assignment)."""
@@ -186,6 +188,7 @@ def test_library_without_the_api_is_instrument_error(unique_name):
 HW = os.environ.get("LIGHTLOOP_HW_DMD")  # path to the vendor SDK library
 
 
+@pytest.mark.hardware
 @pytest.mark.skipif(not HW, reason="set LIGHTLOOP_HW_DMD to the vendor SDK library path to run on hardware")
 def test_real_hardware_connect(unique_name):
     inst = DMDController(unique_name("dmd_hw"), HW)

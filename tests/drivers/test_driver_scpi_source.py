@@ -9,13 +9,15 @@ import pytest
 from lightloop.drivers.scpi_source import ScpiSource
 from lightloop.errors import InstrumentError
 
+from driver_testkit import *  # noqa: F401,F403  (fixtures: see driver_testkit.__all__)
+
 ADDRESS = "GPIB::5::INSTR"
 YAML = "scpi_source.yaml"
 
 
 @pytest.fixture
 def src(open_sim):
-    return open_sim(ScpiSource, ADDRESS, YAML, timeout=0.3)
+    return open_sim(ScpiSource, ADDRESS, YAML, timeout=0.15)
 
 
 def test_identity_and_channels(src):
@@ -146,7 +148,7 @@ def test_unreachable_socket_is_instrument_error(unique_name):
         port = s.getsockname()[1]
     address = f"TCPIP::127.0.0.1::{port}::SOCKET"
     with pytest.raises(InstrumentError, match="cannot open VISA resource") as info:
-        ScpiSource(unique_name("src"), address, visalib="@py", timeout=0.3)
+        ScpiSource(unique_name("src"), address, visalib="@py", timeout=0.15)
     assert "\n" not in str(info.value)
 
 
@@ -176,7 +178,7 @@ def tcp_src(tcp_responder, line_session, unique_name):
     fake = FakeScpiSource()
     server = tcp_responder(line_session(fake.handle))
     inst = ScpiSource(
-        unique_name("src_tcp"), f"TCPIP::127.0.0.1::{server.port}::SOCKET", visalib="@py", timeout=0.5
+        unique_name("src_tcp"), f"TCPIP::127.0.0.1::{server.port}::SOCKET", visalib="@py", timeout=1.0
     )
     server.received.clear()
     yield inst, fake, server
@@ -196,6 +198,7 @@ def test_pyvisa_py_socket_bytes_on_the_wire(tcp_src):
 def test_pyvisa_py_dropped_connection(tcp_src):
     inst, fake, server = tcp_src
     fake.drop = True
+    inst.timeout(0.2)
     with pytest.raises(InstrumentError) as info:
         inst.ch1.voltage()
     assert "\n" not in str(info.value)
@@ -204,6 +207,7 @@ def test_pyvisa_py_dropped_connection(tcp_src):
 HW = os.environ.get("LIGHTLOOP_HW_SCPI_SOURCE")
 
 
+@pytest.mark.hardware
 @pytest.mark.skipif(not HW, reason="set LIGHTLOOP_HW_SCPI_SOURCE to a VISA address to run on hardware")
 def test_real_hardware_read_only(unique_name):
     inst = ScpiSource(unique_name("src_hw"), HW)

@@ -20,6 +20,8 @@ from lightloop.drivers.digitizer import (
 )
 from lightloop.errors import InstrumentError
 
+from driver_testkit import *  # noqa: F401,F403  (fixtures: see driver_testkit.__all__)
+
 ADDRESS = "TCPIP::192.168.0.50::INSTR"
 YAML = "digitizer.yaml"
 
@@ -111,7 +113,7 @@ def test_sample_count_mismatch_is_instrument_error():
 
 @pytest.fixture
 def dig(open_sim):
-    return open_sim(Digitizer, ADDRESS, YAML, timeout=0.3)
+    return open_sim(Digitizer, ADDRESS, YAML, timeout=0.15)
 
 
 def test_connect_sequence(open_sim, sim_connect_log):
@@ -233,7 +235,7 @@ class FakeScope:
 def tcp_scope(tcp_responder, line_session, unique_name):
     fake = FakeScope()
     server = tcp_responder(line_session(fake.handle))
-    inst = Digitizer(unique_name("dig_tcp"), f"TCPIP::127.0.0.1::{server.port}::SOCKET", visalib="@py", timeout=0.5)
+    inst = Digitizer(unique_name("dig_tcp"), f"TCPIP::127.0.0.1::{server.port}::SOCKET", visalib="@py", timeout=1.0)
     inst.wait_complete()  # *OPC? round trip: the connect-time writes have reached the server
     server.received.clear()
     yield inst, fake, server
@@ -255,6 +257,7 @@ def test_binary_block_over_tcp(tcp_scope):
 def test_truncated_block_over_tcp_is_instrument_error(tcp_scope):
     inst, fake, server = tcp_scope
     fake.corrupt = True
+    inst.timeout(0.2)
     with pytest.raises(InstrumentError) as info:
         inst.fetch(1)
     assert "\n" not in str(info.value)
@@ -263,6 +266,7 @@ def test_truncated_block_over_tcp_is_instrument_error(tcp_scope):
 HW = os.environ.get("LIGHTLOOP_HW_DIGITIZER")
 
 
+@pytest.mark.hardware
 @pytest.mark.skipif(not HW, reason="set LIGHTLOOP_HW_DIGITIZER to a VISA address to run on hardware")
 def test_real_hardware_single_acquisition(unique_name):
     inst = Digitizer(unique_name("dig_hw"), HW)

@@ -1,0 +1,1 @@
+"""pyvisa-sim YAML files that pin the command set of each lightloop VISA driver."""
