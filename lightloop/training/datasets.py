@@ -124,7 +124,10 @@ def _download(name: str, directory: Path) -> None:
 
 
 def load_idx(directory: Path | str, *, download: bool = True, verify: bool = True) -> tuple[NDArray, ...]:
-    """(x_train, y_train, x_test, y_test) from the four MNIST-family IDX files in a directory."""
+    """(x_train, y_train, x_test, y_test) from the four MNIST-family IDX files in a directory.
+
+    Missing files are downloaded unless download=False or $LIGHTLOOP_OFFLINE is set.
+    """
     directory = Path(directory)
     if not (directory / MNIST_FILES["train_images"]).exists() and (directory / "mnist").is_dir():
         directory = directory / "mnist"
@@ -134,7 +137,7 @@ def load_idx(directory: Path | str, *, download: bool = True, verify: bool = Tru
         name = MNIST_FILES[key]
         path = directory / name
         if not path.is_file():
-            if not download:
+            if not download or os.environ.get("LIGHTLOOP_OFFLINE"):
                 raise DatasetError(f"{path}: file missing (expected the MNIST IDX gzip file {name})")
             _download(name, directory)
         if verify and name in sums:
