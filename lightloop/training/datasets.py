@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lightloop.errors import DatasetError
+from lightloop.plugins import import_plugins
 
 __all__ = ["Dataset", "load_dataset", "register_dataset", "DATASET_LOADERS", "load_idx", "read_idx_gz", "DATASETS", "default_data_dir", "one_hot"]
 
@@ -211,14 +212,7 @@ def register_dataset(name: str) -> Callable[[Callable[[Path | None], Dataset]], 
 def load_dataset(name: str, data_dir: Path | str | None = None) -> Dataset:
     """Load a dataset by name: digits and iris are bundled; mnist reads IDX files from data_dir."""
     if name not in DATASET_LOADERS:
-        import importlib
-
-        for mod in DATASET_PLUGINS:
-            try:
-                importlib.import_module(mod)
-            except ModuleNotFoundError as exc:
-                if exc.name != mod:
-                    raise
+        import_plugins(DATASET_PLUGINS)
     if name not in DATASET_LOADERS:
         raise DatasetError(f"unknown dataset '{name}'; expected one of: {', '.join(sorted(DATASET_LOADERS))}")
     return DATASET_LOADERS[name](Path(data_dir) if data_dir else None)

@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from lightloop.errors import ConfigError
 from lightloop.hal.processor import ForwardTaps, OpticalProcessor
+from lightloop.plugins import import_plugins
 from lightloop.training.losses import Loss, MSELoss
 
 __all__ = [
@@ -86,21 +87,10 @@ def register_gradient(cls: type[GradientMethod]) -> type[GradientMethod]:
 GRADIENT_PLUGINS = ("lightloop.training.insitu", "lightloop.training.stochastic", "lightloop.training.flow_learning")
 
 
-def _load_plugins() -> None:
-    import importlib
-
-    for mod in GRADIENT_PLUGINS:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
-
-
 def make_gradient(name: str, **options: object) -> GradientMethod:
     """Instantiate a gradient method by name."""
     if name not in GRADIENT_METHODS:
-        _load_plugins()
+        import_plugins(GRADIENT_PLUGINS)
     if name not in GRADIENT_METHODS:
         raise ConfigError(f"unknown gradient method '{name}'; expected one of: {', '.join(sorted(GRADIENT_METHODS))}")
     return GRADIENT_METHODS[name](**options)
