@@ -64,6 +64,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--json", action="store_true", help="print one JSON summary as the last stdout line")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--gradient-option", action="append", default=None, metavar="KEY=VALUE",
+                   help="option of the gradient method, e.g. q=0.1 one_bit=true (repeatable)")
 
 
 def run_training(args: argparse.Namespace) -> dict[str, Any]:
@@ -86,7 +88,12 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
     init_scale = args.init_scale if args.init_scale is not None else t.init_scale
     if init_scale <= 0:
         raise ConfigError(f"--init-scale: expected a positive std, got {init_scale}")
-    method = make_gradient(gradient)
+    options = {**(t.gradient_options if gradient == t.gradient else {}),
+               **parse_key_values(getattr(args, "gradient_option", None) or [], "--gradient-option")}
+    try:
+        method = make_gradient(gradient, **options)
+    except TypeError as exc:
+        raise ConfigError(f"gradient options {sorted(options)}: not accepted by gradient '{gradient}' ({exc})") from None
     optimizer = make_optimizer(args.optimizer or t.optimizer, lr)
     data = load_dataset(dataset, args.data_dir)
     ov = BuildOverrides(hidden=args.hidden, ideal=True if args.ideal else None, optical_depth=args.optical_depth)
@@ -95,6 +102,10 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
                              progress=not args.no_progress and sys.stderr.isatty())
     out = args.out or Path("runs") / f"train-{time.strftime('%Y%m%d-%H%M%S')}"
     proc = build_processor(cfg, data.n_features, data.n_classes, ov)
+    if cfg.feedback is not None and getattr(proc, "feedback_channel", None) is None:
+        from lightloop.benches.digital import attach_photon_feedback
+
+        attach_photon_feedback(proc, cfg.feedback, seed=settings.seed)
     with proc:
         trainer = Trainer(proc, method, optimizer, settings, out_dir=out,
                           tag=f"{cfg.bench} / {dataset} / {gradient}")
@@ -103,29 +114,56 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
         "bench": cfg.bench, "dataset": dataset, "gradient": gradient, **result.summary(),
         "layer_sizes": list(proc.layer_sizes), "hidden": list(proc.layer_sizes[1:-1]),
         "batch_size": settings.batch_size, "lr": lr, "seed": settings.seed, "out": str(out),
+        "gradient_options": options,
     }
     summary.update(getattr(proc, "summary_fields", lambda: {})())
     return summary
 
 
+def parse_key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
+    """KEY=VALUE strings -> dict; values become bool (true/false), int, float or else str."""
+    from lightloop.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key.isidentifier():
+            raise ConfigError(f"{flag}: expected KEY=VALUE, got {item!r}")
+        out[key] = parse_scalar(raw)
+    return out
+
+
+def parse_scalar(raw: str) -> bool | int | float | str:
+    """'true'/'false' -> bool, '3' -> int, '1e-4' -> float, anything else stays a string."""
+    text = raw.strip()
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
 #: modules adding subcommands: each has register(subparsers) that calls set_defaults(handler=fn),
 #: fn(args) -> int exit code (errors raised as LightloopError are printed in one line by main)
-CLI_PLUGINS = ("lightloop.calibration.cli", "lightloop.simulators.wire_cli", "lightloop.sweep")
+CLI_PLUGINS = ("lightloop.calibrate_cli", "lightloop.simulators.wire_cli", "lightloop.sweep")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    import importlib
+    from lightloop.plugins import import_plugins
 
     parser = argparse.ArgumentParser(prog="lightloop", description="Hardware-in-the-loop training of photonic networks.")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
+    import_plugins(CLI_PLUGINS)
     for name in CLI_PLUGINS:
-        try:
-            importlib.import_module(name).register(sub)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
+        mod = sys.modules.get(name)
+        if mod is not None:
+            mod.register(sub)
     args = parser.parse_args(argv)
     try:
         if getattr(args, "handler", None) is not None:

@@ -36,6 +36,7 @@ class TrainingDefaults(StrictModel):
     batch_size: int = Field(32, ge=1)
     init_scale: float = Field(0.1, gt=0)
     seed: int = 0
+    gradient_options: dict[str, Any] = Field(default_factory=dict, description="keyword options of the gradient method")
 
 
 class LabConfig(StrictModel):
@@ -45,6 +46,11 @@ class LabConfig(StrictModel):
     description: str = ""
     processor: Any
     training: TrainingDefaults = TrainingDefaults()
+    feedback: Any = None  # optional photon-counting feedback channel (lightloop.benches.digital.FeedbackSettings)
+    # optional station (lightloop.benches.instruments): instruments, the HAL roles they serve, the wire twin
+    instruments: Any = None
+    roles: Any = None
+    emulator: Any = None
     source: str = Field("<memory>", exclude=True)
 
 
@@ -90,6 +96,17 @@ def parse_config(data: Any, source: str = "<memory>") -> LabConfig:
         cfg.processor = mod.Schema.model_validate(proc)
     except ValidationError as exc:
         raise ConfigError(validation_message(source, exc, "processor")) from None
+    if cfg.feedback is not None:
+        from lightloop.benches.digital import FeedbackSettings
+
+        try:
+            cfg.feedback = FeedbackSettings.model_validate(cfg.feedback)
+        except ValidationError as exc:
+            raise ConfigError(validation_message(source, exc, "feedback")) from None
+    if cfg.instruments is not None or cfg.roles is not None or cfg.emulator is not None:
+        from lightloop.benches.instruments import validate_station
+
+        validate_station(cfg)
     return cfg
 
 

@@ -22,7 +22,17 @@ from lightloop.hal.free_space_roles import (
     TemperatureLimits,
 )
 
-__all__ = ["Schema", "build"]
+__all__ = ["Schema", "build", "CalibrationSettings", "DriftSettings", "RecalibrationSettings"]
+
+
+class DriftSettings(StrictModel):
+    """Twin drift: seeded random walks in simulated time (rates 0: no drift; off in ideal mode)."""
+
+    lo_phase_rad_per_sqrt_s: float = Field(0.0, ge=0, description="LO-phase random walk of every homodyne channel")
+    lo_phase_common_rad_per_sqrt_s: float = Field(0.0, ge=0, description="LO-phase walk common to a detector array")
+    cell_temperature_k_per_sqrt_s: float = Field(0.0, ge=0, description="true-minus-read vapor temperature walk")
+    frame_period_s: float = Field(1e-3, gt=0, description="simulated time per displayed frame")
+    seed: int = 0
 
 
 class TwinSettings(StrictModel):
@@ -34,6 +44,26 @@ class TwinSettings(StrictModel):
     shot_noise: float = Field(2e-3, ge=0)
     electronic_noise_v: float = Field(1e-3, ge=0)
     adc_bits: int | None = Field(14, ge=4, le=24)
+    drift: DriftSettings = DriftSettings()
+
+
+class RecalibrationSettings(StrictModel):
+    """Re-calibration during training: on a schedule and/or when the monitored weight-readout error degrades."""
+
+    routines: list[str] = Field(default_factory=lambda: ["lo_phase", "saturable_absorber"], min_length=1)
+    every_steps: int | None = Field(None, ge=1, description="re-calibrate every N training steps")
+    check_every_steps: int | None = Field(None, ge=1, description="measure the readout error every N steps")
+    max_check_error: float = Field(0.05, gt=0, description="re-calibrate when the relative readout error exceeds this")
+    save: bool = Field(False, description="write each re-calibration to the store as a new version")
+
+
+class CalibrationSettings(StrictModel):
+    """Calibration store: where `lightloop calibrate` writes and from where the builder loads the newest records."""
+
+    store: str | None = Field(None, description="store directory (relative paths: to the config file)")
+    max_age_days: float | None = Field(None, gt=0, description="older records are stale")
+    on_mismatch: Literal["error", "warn"] = "error"
+    recalibrate: RecalibrationSettings | None = None
 
 
 class WeightSettings(StrictModel):
@@ -71,13 +101,23 @@ class Schema(StrictModel):
     weights: WeightSettings = WeightSettings()
     vapor_cell: VaporCellSettings = VaporCellSettings()
     twin: TwinSettings = TwinSettings()
+    calibration: CalibrationSettings = CalibrationSettings()
 
 
 def build(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) -> FreeSpaceProcessor:
-    """FreeSpaceProcessor on the in-process twin for (n_inputs, *hidden, n_outputs)."""
+    """FreeSpaceProcessor on the in-process twin for (n_inputs, *hidden, n_outputs).
+
+    A config with an `instruments` section is built on those instruments instead (real drivers, the
+    wire-level twin or twin instruments; lightloop.benches.instruments).
+    """
+    if getattr(cfg, "instruments", None) is not None:
+        from lightloop.benches.instruments import build_free_space
+
+        return _attach_calibration(build_free_space(cfg, n_inputs, n_outputs, ov), cfg)
     from lightloop.simulators.free_space import (
         AnalogWeightTwin,
         DMDWeightTwin,
+        Drift,
         FreeSpaceEmulator,
         FreeSpaceTruth,
         HomodyneTwin,
@@ -108,7 +148,11 @@ def build(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) -> 
                                 nominal_sigma_l_m3=p.vapor_cell.sigma_l_m3,
                                 dmd_block_pixels=p.weights.dmd_block_pixels,
                                 error_gain_v=p.error_detector_gain_v)
-    emu = FreeSpaceEmulator(sizes, truth, seed=p.twin.noise_seed)
+    dr = p.twin.drift
+    drift = None if ideal else Drift(dr.lo_phase_rad_per_sqrt_s, dr.cell_temperature_k_per_sqrt_s, dr.frame_period_s,
+                                     dr.seed, dr.lo_phase_common_rad_per_sqrt_s)
+    emu = FreeSpaceEmulator(sizes, truth, seed=p.twin.noise_seed, drift=drift,
+                            serial=f"T{p.twin.truth_seed}{'-ideal' if ideal else ''}")
     n_layers = len(sizes) - 1
     device = "analog" if ideal else p.weights.device
     blocks = []
@@ -138,4 +182,42 @@ def build(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) -> 
     )
     proc.set_optical_depth(a0)
     proc.emulator = emu  # the twin, for truth reports; training never touches it
+    proc.device = device
+    return _attach_calibration(proc, cfg)
+
+
+def _attach_calibration(proc: FreeSpaceProcessor, cfg: LabConfig) -> FreeSpaceProcessor:
+    """Load the newest matching calibration records from the config's store into the HAL maps; wire the
+    re-calibration hook when the config asks for one."""
+    p: Schema = cfg.processor
+    proc.bench_name = cfg.bench  # type: ignore[attr-defined]
+    proc.calibration_log = []  # type: ignore[attr-defined]
+    if p.calibration.store:
+        from lightloop.calibration.store import CalibrationStore, load_into_processor
+
+        store = CalibrationStore(resolve_store(cfg))
+        try:
+            proc.calibration_log = load_into_processor(  # type: ignore[attr-defined]
+                proc, store, cfg.bench, max_age_days=p.calibration.max_age_days,
+                on_mismatch=p.calibration.on_mismatch)
+        except BaseException:
+            proc.close()  # leave the instruments safe and released
+            raise
+    if p.calibration.recalibrate is not None:
+        from lightloop.calibration.drift import attach_recalibration
+
+        attach_recalibration(proc, p.calibration.recalibrate, resolve_store(cfg), cfg.bench)
     return proc
+
+
+def resolve_store(cfg: LabConfig) -> str | None:
+    """The calibration store directory of a config (relative paths resolve against the config file)."""
+    from pathlib import Path
+
+    store = cfg.processor.calibration.store
+    if not store:
+        return None
+    path = Path(store).expanduser()
+    if not path.is_absolute() and cfg.source not in ("<memory>", ""):
+        path = Path(cfg.source).resolve().parent / path
+    return str(path)

@@ -25,6 +25,12 @@ class GrayLevelLUT:
             raise CalibrationError("SLM LUT: expected 256 strictly increasing phases (rad)")
         self._grid = np.arange(256, dtype=np.float64)
 
+    @classmethod
+    def power_law(cls, phase_max_rad: float, gamma: float) -> "GrayLevelLUT":
+        """phase(g) = phase_max * (g / 255)**gamma, the usual liquid-crystal response model."""
+        g = np.arange(256, dtype=np.float64)
+        return cls(phase_max_rad * (g / 255.0) ** gamma)
+
     def gray_for_phase(self, phase_rad: NDArray) -> NDArray[np.uint8]:
         """Nearest 8-bit gray level for each phase (wrapped to [0, 2 pi))."""
         p = np.mod(phase_rad, 2 * np.pi)
@@ -47,6 +53,17 @@ class DMDFillMap:
         """Nominal map amplitude = n / k^2."""
         n = block_pixels**2
         return cls(np.arange(n + 1, dtype=np.float64) / n)
+
+    def __post_init__(self) -> None:
+        self.amplitude = np.asarray(self.amplitude, dtype=np.float64)
+        if self.amplitude.ndim != 1 or self.amplitude.size < 2 or np.any(np.diff(self.amplitude) <= 0):
+            raise CalibrationError("DMD fill map: expected k^2 + 1 strictly increasing amplitudes")
+
+    @classmethod
+    def power_law(cls, block_pixels: int, nonlinearity: float) -> "DMDFillMap":
+        """amplitude = (n / k^2)**(1 + nonlinearity), n = 0 .. k^2 on-mirrors."""
+        n = block_pixels**2
+        return cls((np.arange(n + 1, dtype=np.float64) / n) ** (1.0 + nonlinearity))
 
     def count_for_amplitude(self, a: NDArray) -> NDArray[np.uint16]:
         """Nearest on-mirror count for amplitudes a in [0, 1]."""
@@ -79,6 +96,11 @@ class HomodyneMap:
     gain_v: NDArray[np.float64]
     offset_v: NDArray[np.float64]
     lo_phase_rad: NDArray[np.float64]
+
+    @property
+    def effective_gain_v(self) -> NDArray[np.float64]:
+        """gain * cos(theta): volts per unit of real field in each channel."""
+        return np.asarray(self.gain_v, dtype=np.float64) * np.cos(self.lo_phase_rad)
 
     @classmethod
     def unity(cls, n: int, gain_v: float = 1.0) -> "HomodyneMap":

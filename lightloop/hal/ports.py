@@ -68,7 +68,10 @@ class TemperaturePort(Protocol):
 
 @runtime_checkable
 class DetectorPort(Protocol):
-    """An array of detectors acquiring one record per displayed pattern: volts (batch, channels)."""
+    """An array of detectors acquiring one record per displayed pattern: volts (batch, channels).
+
+    A homodyne array may also implement set_lo_phase_shift(rad): an actuator in its LO path.
+    """
 
     n_channels: int
 

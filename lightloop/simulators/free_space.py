@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from lightloop.physics.saturable_absorber import sa_forward, sa_transmission
+from lightloop.physics.saturable_absorber import sa_transmission
 from lightloop.physics.vapor_cell import VaporCellPhysics
 from lightloop.simulators.homodyne import HomodynePhysics
 from lightloop.simulators.weight_blocks import DMDPhysics, SLMPhysics
 
-__all__ = ["Imperfections", "FreeSpaceTruth", "FreeSpaceEmulator"]
+__all__ = ["Imperfections", "Drift", "FreeSpaceTruth", "FreeSpaceEmulator"]
 
 
 @dataclass
@@ -47,6 +47,29 @@ class Imperfections:
     def none(cls) -> "Imperfections":
         """Ideal mode: every imperfection off."""
         return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, None)
+
+
+@dataclass
+class Drift:
+    """Slow drift of the hidden truth as seeded random walks in simulated time (all zero: no drift).
+
+    The twin's clock advances by frame_period_s for every pattern (input or probe frame) shown.
+    Each homodyne channel's LO phase (free-space path-length drift: a walk common to the array's LO
+    path plus an independent one per channel) and each vapor cell's true temperature relative to
+    its thermometer walk with the given diffusion rates.
+    """
+
+    lo_phase_rad_per_sqrt_s: float = 0.0
+    cell_temperature_k_per_sqrt_s: float = 0.0
+    frame_period_s: float = 1e-3
+    seed: int = 0
+    lo_phase_common_rad_per_sqrt_s: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        """True when anything drifts."""
+        return (self.lo_phase_rad_per_sqrt_s > 0 or self.cell_temperature_k_per_sqrt_s > 0
+                or self.lo_phase_common_rad_per_sqrt_s > 0)
 
 
 @dataclass
@@ -100,16 +123,21 @@ class _Pass:
     gen: int = -1
     pre: list[NDArray] = field(default_factory=list)
     post: list[NDArray] = field(default_factory=list)
+    trans: list[NDArray] = field(default_factory=list)
 
 
 class FreeSpaceEmulator:
     """Light path of the bench: input -> [W(l), vapor cell] ... -> W(L) -> output, and back."""
 
     def __init__(self, layer_sizes: tuple[int, ...], truth: FreeSpaceTruth, seed: int = 0,
-                 ambient_k: float = 293.15):
+                 ambient_k: float = 293.15, drift: Drift | None = None, serial: str = "twin"):
         self.layer_sizes = tuple(layer_sizes)
         self.truth = truth
+        self.serial = serial
         self.rng = np.random.default_rng(seed)
+        self.drift = drift or Drift()
+        self.drift_rng = np.random.default_rng([self.drift.seed, 0x0D21F7])
+        self.clock_s = 0.0
         n_layers = len(layer_sizes) - 1
         self.weights: list[NDArray] = [np.zeros((layer_sizes[i + 1], layer_sizes[i]), np.float32) for i in range(n_layers)]
         self.gain = np.ones(n_layers)
@@ -125,18 +153,44 @@ class FreeSpaceEmulator:
     # --- writes (from ports) ------------------------------------------------------------
     def set_inputs(self, fields: NDArray) -> None:
         """Forward source fields (batch, n_in)."""
+        if self.drift.active:
+            self.advance(fields.shape[0] * self.drift.frame_period_s)
         self.inputs = fields
         self._gen += 1
 
     def set_probe(self, fields: NDArray) -> None:
         """Backward probe fields injected at the output (batch, n_out)."""
+        if self.drift.active:
+            self.advance(fields.shape[0] * self.drift.frame_period_s)
         self.probe = fields
         self._probe_gen += 1
+
+    def advance(self, seconds: float) -> None:
+        """Advance the twin's clock; the drifting parts of the truth take one random-walk step."""
+        if seconds <= 0:
+            return
+        self.clock_s += seconds
+        d, rng = self.drift, self.drift_rng
+        if d.lo_phase_rad_per_sqrt_s > 0 or d.lo_phase_common_rad_per_sqrt_s > 0:
+            step = d.lo_phase_rad_per_sqrt_s * np.sqrt(seconds)
+            common = d.lo_phase_common_rad_per_sqrt_s * np.sqrt(seconds)
+            for det in (*self.truth.pre, *self.truth.post, *self.truth.error):
+                det.lo_phase_rad = (det.lo_phase_rad + step * rng.standard_normal(det.lo_phase_rad.shape)
+                                    + common * rng.standard_normal())
+                det.__post_init__()
+        if d.cell_temperature_k_per_sqrt_s > 0 and len(self.truth.cells):
+            step = d.cell_temperature_k_per_sqrt_s * np.sqrt(seconds)
+            self.truth.thermometer_offset_k = self.truth.thermometer_offset_k + step * rng.standard_normal(
+                len(self.truth.cells))
+            for i, c in enumerate(self.truth.cells):
+                self._a0[i] = c.optical_depth(self.cell_temperature_k[i] + self.truth.thermometer_offset_k[i])
+        self._gen += 1
 
     def set_weight_field(self, layer: int, passive_field: NDArray) -> None:
         """Passive block transmissions of one layer; the 4f slit and amplifier scale them."""
         scale = self.gain[layer] * (1 + self.truth.amplifier_gain_error[layer]) * self.truth.efficiency[layer]
-        w = passive_field * np.float32(scale)
+        # the port hands over a fresh array each write, so unit scale needs no copy
+        w = passive_field if scale == 1.0 else passive_field * np.float32(scale)
         if np.iscomplexobj(w) and not np.any(w.imag):
             w = w.real
         self.weights[layer] = w.astype(np.complex64 if np.iscomplexobj(w) else np.float32, copy=False)
@@ -163,15 +217,17 @@ class FreeSpaceEmulator:
         if self._fwd.gen == self._gen:
             return self._fwd
         a = self.inputs
-        pre, post = [], []
+        pre, post, trans = [], [], []
         n_layers = len(self.weights)
         for i, w in enumerate(self.weights):
             z = a @ w.T
             pre.append(z)
             if i < n_layers - 1:
-                a = sa_forward(z, self._a0[i])
+                t = sa_transmission(z, self._a0[i])  # the pump-saturated T(z) the probe will see
+                a = z * t
+                trans.append(t)
                 post.append(a)
-        self._fwd = _Pass(self._gen, pre, post)
+        self._fwd = _Pass(self._gen, pre, post, trans)
         return self._fwd
 
     def _backward(self) -> _Pass:
@@ -184,7 +240,7 @@ class FreeSpaceEmulator:
             raise RuntimeError("emulator: probe batch does not match the pump batch of the last forward pass")
         errs: list[NDArray] = [None] * (len(self.weights) - 1)  # type: ignore[list-item]
         for i in range(len(self.weights) - 1, 0, -1):
-            d = (d @ self.weights[i]) * sa_transmission(fwd.pre[i - 1], self._a0[i - 1])
+            d = (d @ self.weights[i]) * fwd.trans[i - 1]
             errs[i - 1] = d
         self._bwd = _Pass(key, errs, [])
         return self._bwd
@@ -202,12 +258,29 @@ class FreeSpaceEmulator:
         return self._backward().pre[layer]
 
     def snapshot(self) -> dict[str, Any]:
-        """Noise generator state."""
-        return {"rng": self.rng.bit_generator.state}
+        """Noise generator state (and, when drifting, the drift state)."""
+        state: dict[str, Any] = {"rng": self.rng.bit_generator.state}
+        if self.drift.active:
+            state["drift"] = {
+                "rng": self.drift_rng.bit_generator.state, "clock_s": self.clock_s,
+                "thermometer_offset_k": self.truth.thermometer_offset_k.tolist(),
+                "lo_phase_rad": [d.lo_phase_rad.tolist() for d in (*self.truth.pre, *self.truth.post, *self.truth.error)],
+            }
+        return state
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Restore the noise generator state."""
+        """Restore the noise generator state (and the drift state)."""
         self.rng.bit_generator.state = state["rng"]
+        drift = state.get("drift")
+        if drift:
+            self.drift_rng.bit_generator.state = drift["rng"]
+            self.clock_s = float(drift["clock_s"])
+            self.truth.thermometer_offset_k = np.asarray(drift["thermometer_offset_k"], dtype=np.float64)
+            for det, lo in zip((*self.truth.pre, *self.truth.post, *self.truth.error), drift["lo_phase_rad"]):
+                det.lo_phase_rad = np.asarray(lo, dtype=np.float64)
+                det.__post_init__()
+            for i in range(len(self.truth.cells)):
+                self.set_cell_temperature(i, float(self.cell_temperature_k[i]))
 
 
 # --- device ports implemented on the emulator ---------------------------------------------
@@ -216,6 +289,11 @@ class SourceTwin:
 
     def __init__(self, emu: FreeSpaceEmulator):
         self.emu = emu
+
+    @property
+    def identity(self) -> str:
+        """Twin identity (maker, model, serial)."""
+        return f"lightloop,source-twin,{self.emu.serial}"
 
     def write_fields(self, fields: NDArray[np.float32]) -> None:
         """Display field patterns (batch, n_in)."""
@@ -228,6 +306,11 @@ class ProbeTwin:
     def __init__(self, emu: FreeSpaceEmulator):
         self.emu = emu
 
+    @property
+    def identity(self) -> str:
+        """Twin identity (maker, model, serial)."""
+        return f"lightloop,probe-twin,{self.emu.serial}"
+
     def write_fields(self, fields: NDArray[np.float32]) -> None:
         """Inject probe fields (batch, n_out)."""
         self.emu.set_probe(fields)
@@ -238,6 +321,12 @@ class AnalogWeightTwin:
 
     def __init__(self, emu: FreeSpaceEmulator, layer: int):
         self.emu, self.layer = emu, layer
+
+    @property
+    def identity(self) -> str:
+        """Twin identity (maker, model, serial/layer)."""
+        kind = type(self).__name__.replace("WeightTwin", "").lower()
+        return f"lightloop,{kind}-twin,{self.emu.serial}/layer{self.layer}"
 
     def set_amplifier_gain(self, gain: float) -> None:
         """Amplifier gain after the 4f sum."""
@@ -275,6 +364,11 @@ class VaporCellHeaterTwin:
     def __init__(self, emu: FreeSpaceEmulator, cell: int):
         self.emu, self.cell = emu, cell
 
+    @property
+    def identity(self) -> str:
+        """Twin identity (maker, model, serial/cell)."""
+        return f"lightloop,heater-twin,{self.emu.serial}/cell{self.cell}"
+
     def set_temperature(self, kelvin: float) -> None:
         """Set-point (K); the twin settles instantly."""
         self.emu.set_cell_temperature(self.cell, kelvin)
@@ -292,6 +386,18 @@ class HomodyneTwin:
         self.physics: HomodynePhysics = getattr(emu.truth, tap)[layer]
         self._read = {"pre": emu.read_pre, "post": emu.read_post, "error": emu.read_error}[tap]
         self.n_channels = self.physics.gain_v.size
+
+    @property
+    def identity(self) -> str:
+        """Twin identity (maker, model, serial/tap)."""
+        return f"lightloop,homodyne-twin,{self.emu.serial}/{self.tap}{self.layer}"
+
+    def set_lo_phase_shift(self, rad: float) -> None:
+        """LO path actuator (piezo): add a common phase shift (rad) to every channel's LO."""
+        shift = getattr(self.physics, "_lo_shift", 0.0)
+        self.physics.lo_phase_rad = self.physics.lo_phase_rad + (float(rad) - shift)
+        self.physics._lo_shift = float(rad)  # type: ignore[attr-defined]
+        self.physics.__post_init__()
 
     def acquire(self) -> NDArray[np.float32]:
         """Detector volts (batch, channels)."""

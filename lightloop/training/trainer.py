@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -74,12 +74,16 @@ class Trainer:
     """Runs a gradient method on a processor with an optimizer; checkpoints every epoch."""
 
     def __init__(self, processor: OpticalProcessor, method: GradientMethod, optimizer: Optimizer,
-                 settings: TrainSettings, out_dir: Path | str | None = None, tag: str = ""):
+                 settings: TrainSettings, out_dir: Path | str | None = None, tag: str = "",
+                 hooks: Sequence[Callable[[dict[str, Any]], None]] = ()):
         method.check(processor)
         method.loss = make_loss(settings.loss)
         self.processor, self.method, self.optimizer, self.settings = processor, method, optimizer, settings
         self.out_dir = Path(out_dir) if out_dir else None
         self.tag = tag
+        # called after every update with {epoch, step, global_step, loss, params}; a bench may attach its own
+        # upkeep (e.g. scheduled re-calibration) as processor.step_hooks
+        self.hooks = list(hooks) + list(getattr(processor, "step_hooks", ()))
         self.bounds = processor.parameter_bounds()
 
     # ---------------------------------------------------------------------------------------
@@ -130,6 +134,9 @@ class Trainer:
             raise
         if self.out_dir and history:
             plot_learning_curve(history, self.out_dir / "learning_curve.png", self.tag)
+            artifacts = getattr(self.processor, "write_run_artifacts", None)
+            if artifacts is not None:  # optional processor hook: its own figures in the run dir
+                artifacts(self.out_dir)
         times = [h["epoch_seconds"] for h in history] or [float("nan")]
         mean_t = float(np.mean(times))
         return TrainResult(
@@ -149,6 +156,10 @@ class Trainer:
         bar = tqdm(range(steps), desc=f"epoch {epoch}/{s.epochs}", unit="batch", leave=False,
                    disable=not s.progress, mininterval=0.5)
         t0 = time.perf_counter()
+        prepare = getattr(proc, "prepare_epoch", None)
+        if prepare is not None:  # optional processor hook: per-epoch state from the training set (flow targets)
+            proc.program(params)
+            prepare(data.x_train, data.y_train)
         for k in bar:
             idx = perm[k * s.batch_size: (k + 1) * s.batch_size]
             xb, tb = data.x_train[idx], targets[idx]
@@ -160,6 +171,11 @@ class Trainer:
             opt.step(params, res.grads)                           # 6. update
             for p, (lo, hi) in zip(params, self.bounds):
                 np.clip(p, lo, hi, out=p)
+            if self.hooks:
+                info = {"epoch": epoch, "step": k, "global_step": (epoch - 1) * steps + k + 1,
+                        "loss": res.loss, "params": params}
+                for hook in self.hooks:
+                    hook(info)
             loss_sum += res.loss * idx.size
             correct += int(np.count_nonzero(res.output.argmax(1) == data.y_train[idx]))
             seen += idx.size

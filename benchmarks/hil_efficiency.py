@@ -1,0 +1,87 @@
+"""HIL efficiency: transactions and framework overhead per training step, through the real drivers against the
+wire-level twin (lab_configs/wire_free_space.yaml), for several batch sizes and layer widths, next to the same
+run on the in-process twin. Prints one JSON object.
+
+Definitions (lightloop.benches.adapters / instruments):
+  transaction   one request sent to an instrument in one write, plus its reply if it has one
+  instrument s  time inside driver calls (wire round trip and the instrument's - here the twin's - work)
+  overhead s    step wall time minus instrument time: the framework (HAL, encoding, gradient, optimizer)
+A step is measured between two consecutive trainer step hooks (program .. update).
+
+Expected transactions per step for L weight layers (pump_probe): L weight frames + 1 input frame + DIG/*OPC?
++ 3 x (2L - 1) forward tap transfers + 1 probe frame + DIG/*OPC? + 3 x (L - 1) error tap transfers = 9L + 2
+(20 for the 64-64-10 network), independent of the batch size and of the layer widths; a batch whose size
+differs from the previous one adds one ACQ:POIN.
+
+Example: python benchmarks/hil_efficiency.py --epochs 1 --batch-sizes 16 32 128 --hidden 16 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from lightloop.bench import BuildOverrides, build_processor
+from lightloop.config import load_config
+from lightloop.training.datasets import load_dataset
+from lightloop.training.gradients import make_gradient
+from lightloop.training.optimizers import make_optimizer
+from lightloop.training.trainer import Trainer, TrainSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+WIRE = ROOT / "lab_configs" / "wire_free_space.yaml"
+TWIN = ROOT / "lab_configs" / "free_space_sa.yaml"
+
+
+def run(config: Path, data, hidden: int, batch: int, epochs: int, seed: int) -> dict:
+    cfg = load_config(config)
+    t0 = time.perf_counter()
+    proc = build_processor(cfg, data.n_features, data.n_classes, BuildOverrides(hidden=[hidden]))
+    build_s = time.perf_counter() - t0
+    with proc:
+        trainer = Trainer(proc, make_gradient("pump_probe"), make_optimizer("adam", cfg.training.lr),
+                          TrainSettings(epochs=epochs, batch_size=batch, seed=seed, progress=False))
+        res = trainer.fit(data)
+        fields = proc.summary_fields()
+        station = getattr(proc, "station", None)
+        per_instrument = dict(station.stats.per_instrument) if station else None
+    steps = -(-data.x_train.shape[0] // batch)
+    out = {"hidden": hidden, "batch_size": batch, "test_accuracy": round(res.test_accuracy, 4),
+           "seconds_per_step": res.mean_epoch_seconds / steps, "build_seconds": round(build_s, 3)}
+    if station is not None:
+        out.update({k: fields[k] for k in ("transactions_per_step", "instrument_seconds_per_step",
+                                           "overhead_seconds_per_step", "steps_measured", "reconnects")})
+        out["transactions_total_by_instrument"] = per_instrument
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="digits")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 128])
+    ap.add_argument("--hidden", type=int, nargs="+", default=[16, 64])
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    data = load_dataset(args.dataset)
+    rows = []
+    for hidden in args.hidden:
+        for batch in args.batch_sizes:
+            wire = run(WIRE, data, hidden, batch, args.epochs, args.seed)
+            twin = run(TWIN, data, hidden, batch, args.epochs, args.seed)
+            wire["twin_seconds_per_step"] = twin["seconds_per_step"]
+            wire["twin_test_accuracy"] = twin["test_accuracy"]
+            rows.append(wire)
+    tps = [r["transactions_per_step"] for r in rows]
+    print(json.dumps({
+        "benchmark": "hil_efficiency", "config": str(WIRE.relative_to(ROOT)), "dataset": args.dataset,
+        "epochs": args.epochs, "gradient": "pump_probe", "expected_transactions_per_step": 9 * 2 + 2,
+        "transactions_per_step_range": [min(tps), max(tps)],
+        "runs": rows,
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""The `lightloop calibrate` command (orchestration: config -> bench -> routines -> store; it lives
+beside cli.py, outside the calibration layer, because it also reads the dataset shape).
+
+Each routine measures through the HAL, fits, writes a PNG of each fit, applies its result to the
+HAL and stores a new versioned record. The summary lists every routine's fit quality and
+measurement counts; on a twin bench it also reports each routine's error against the twin's
+hidden truth (the only place the truth is revealed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from lightloop.errors import CalibrationError, ConfigError
+
+__all__ = ["register", "run_calibrate"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `calibrate` subcommand."""
+    p = sub.add_parser(
+        "calibrate", help="calibrate a bench through its HAL (routines or all)",
+        description="Run calibration routines (or all of them, in dependency order); each result is applied, "
+                    "stored as a new version in the calibration store and plotted.")
+    p.add_argument("routines", nargs="+", metavar="ROUTINE",
+                   help="routine names (slm_lut, lo_phase, dmd_fill, fringing, homodyne, saturable_absorber, "
+                        "vapor_cell, ...) or all")
+    p.add_argument("--config", type=Path, default=None, help="lab config YAML (default: simulated free-space SA bench)")
+    p.add_argument("--store", type=Path, default=None,
+                   help="calibration store directory (default: the config's processor.calibration.store)")
+    p.add_argument("--plots", type=Path, default=None, help="directory for the PNG of each fit "
+                                                             "(default: <store>/<bench>/plots/<time>)")
+    p.add_argument("--no-plots", action="store_true", help="write no PNG")
+    p.add_argument("--no-save", action="store_true", help="do not write records to the store")
+    p.add_argument("--from-nominal", action="store_true", help="start from nominal maps, not the stored records")
+    p.add_argument("--dataset", default=None, help="dataset whose shape sizes the bench (default: the config's)")
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--hidden", type=int, nargs="+", default=None, metavar="N", help="hidden layer sizes")
+    p.add_argument("--option", action="append", default=None, metavar="KEY=VALUE",
+                   help="routine option, e.g. lut_levels=65 sweep_frames=128 temperatures=8 (repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="seed of randomised test patterns")
+    p.add_argument("--json", action="store_true", help="print one JSON summary as the last stdout line")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.set_defaults(handler=_handler)
+
+
+def _handler(args: argparse.Namespace) -> int:
+    summary = run_calibrate(args)
+    if args.json:
+        print(json.dumps(summary, default=_json_default))
+    else:
+        _print_table(summary)
+    return 0 if all(r["status"] != "failed" for r in summary["routines"]) else 1
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.floating, np.integer, np.bool_)):
+        return o.item()
+    return str(o)
+
+
+def _store_path(cfg: Any, override: Path | None) -> Path | None:
+    if override is not None:
+        return override
+    cal = getattr(cfg.processor, "calibration", None)
+    store = getattr(cal, "store", None)
+    if not store:
+        return None
+    path = Path(store).expanduser()
+    if not path.is_absolute() and cfg.source not in ("<memory>", ""):
+        path = Path(cfg.source).resolve().parent / path
+    return path
+
+
+def run_calibrate(args: argparse.Namespace) -> dict[str, Any]:
+    """Build the bench, run the routines, return the summary (JSON-able)."""
+    from lightloop.bench import BuildOverrides, build_processor
+    from lightloop.calibration.base import RunContext, routines_for
+    from lightloop.calibration.report import twin_truth_report
+    from lightloop.calibration.runner import calibrate, now_utc, total_counts
+    from lightloop.calibration.store import CalibrationStore, CalibrationWarning, load_into_processor
+    from lightloop.cli import default_config_path, parse_key_values
+    from lightloop.config import load_config
+    from lightloop.training.datasets import load_dataset  # only for the dataset's shape (n_features, n_classes)
+
+    cfg = load_config(args.config or default_config_path())
+    store_path = _store_path(cfg, args.store)
+    cal = getattr(cfg.processor, "calibration", None)
+    if cal is not None:
+        cal.store = None  # built from nominal maps; the store is loaded below with warnings, not errors
+    data = load_dataset(args.dataset or cfg.training.dataset, args.data_dir)
+    if args.hidden is not None and any(h < 1 for h in args.hidden):
+        raise ConfigError(f"--hidden: layer sizes must be positive integers, got {args.hidden}")
+    proc = build_processor(cfg, data.n_features, data.n_classes, BuildOverrides(hidden=args.hidden))
+    if not routines_for(proc):
+        raise CalibrationError(f"{cfg.source}: no calibration routine applies to a '{cfg.processor.kind}' bench")
+    store = CalibrationStore(store_path) if store_path is not None else None
+    loaded: list[dict[str, Any]] = []
+    if store is not None and not args.from_nominal:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CalibrationWarning)
+            loaded = load_into_processor(proc, store, cfg.bench, max_age_days=getattr(cal, "max_age_days", None),
+                                         on_mismatch="warn")
+        for w in caught:
+            print(f"lightloop: warning: {w.message}", file=sys.stderr)
+    plot_dir = None
+    if not args.no_plots:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        plot_dir = args.plots or ((store_path / cfg.bench / "plots" / stamp) if store_path is not None
+                                  else Path("runs") / f"calibrate-{stamp}")
+    options = parse_key_values(args.option or [], "--option")
+    ctx = RunContext(progress=not args.no_progress and sys.stderr.isatty(), plot_dir=plot_dir, seed=args.seed,
+                     options=options)
+    t0 = time.perf_counter()
+    with proc:
+        outcomes = calibrate(proc, args.routines, ctx, None if args.no_save else store, cfg.bench)
+        truth = twin_truth_report(proc, outcomes)
+    routines = []
+    for o in outcomes:
+        s = o.summary()
+        if o.routine in truth:
+            s["truth_error"] = truth[o.routine]
+        routines.append(s)
+    out: dict[str, Any] = {
+        "bench": cfg.bench, "config": str(cfg.source), "layer_sizes": list(proc.layer_sizes),
+        "device": getattr(proc, "device", None), "date_utc": now_utc(),
+        "store": str(store_path) if store_path is not None else None, "saved": store is not None and not args.no_save,
+        "loaded_from_store": loaded, "plot_dir": str(plot_dir) if plot_dir else None,
+        "routines": routines, "measurements": total_counts(outcomes).as_dict(),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    if truth:
+        out["twin_truth"] = {"weight_fidelity": truth.get("weight_fidelity", {}),
+                             "all_within_tolerance": all(all(r.get("within_tolerance", {}).values())
+                                                         for k, r in truth.items() if k != "weight_fidelity")}
+    return out
+
+
+def _print_table(summary: dict[str, Any]) -> None:
+    print(f"calibration of {summary['bench']} (layers {summary['layer_sizes']}, {summary['device']})")
+    for r in summary["routines"]:
+        m = r.get("measurements", {})
+        line = (f"  {r['routine']:<20} {r['status']:<7} {m.get('acquisitions', 0):>5} acquisitions "
+                f"{m.get('frames', 0):>6} frames {m.get('writes', 0):>4} writes  {r.get('seconds', 0):6.2f} s")
+        if r.get("truth_error"):
+            te = r["truth_error"]
+            figs = ", ".join(f"{k} {te[k]:.3g}" for k in te.get("within_tolerance", {}))
+            ok = all(te.get("within_tolerance", {}).values())
+            line += f"  | vs truth: {figs} ({'within' if ok else 'OUTSIDE'} tolerance)"
+        if r["status"] == "failed":
+            line += f"  | {r.get('reason', '')}"
+        print(line)
+    m = summary["measurements"]
+    print(f"  total: {m['acquisitions']} acquisitions, {m['frames']} frames, {m['writes']} writes, "
+          f"{m['setpoints']} heater set-points in {summary['seconds']:.1f} s")
+    if summary.get("saved"):
+        print(f"  records in {summary['store']}")
+    elif summary.get("store") is None:
+        print("  records not saved (no store: set processor.calibration.store in the config or pass --store)")
+    else:
+        print("  records not saved (--no-save)")
+    if summary.get("plot_dir"):
+        print(f"  plots in {summary['plot_dir']}")

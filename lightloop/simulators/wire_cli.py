@@ -1,0 +1,120 @@
+"""`lightloop emulate`: serve a lab config's instruments from the wire-level twin on 127.0.0.1.
+
+    lightloop emulate --config lab_configs/wire_free_space.yaml --layer-sizes 64 64 10 \\
+        --write-config /tmp/wire_resolved.yaml
+
+prints one JSON line ``{"emulate": <bench>, "layer_sizes": [...], "addresses": {instrument: address}}``
+once every port listens, then serves until Ctrl-C / SIGTERM (or ``--duration`` seconds). With
+``--write-config`` it also writes a copy of the config whose addresses name the ports actually
+served and whose ``emulator.autostart`` is false, so that ``lightloop train --config <copy>`` in
+another process talks to this server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "run_emulate"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `emulate` subcommand."""
+    p = sub.add_parser("emulate", help="serve a config's instruments from the wire-level twin (127.0.0.1 only)",
+                       description="Loopback instrument server answering each driver's own protocol from the emulator.")
+    p.add_argument("--config", type=Path, required=True, help="lab config with instruments, roles and an emulator section")
+    p.add_argument("--layer-sizes", type=int, nargs="+", default=None, metavar="N",
+                   help="network served, input first (default: emulator.layer_sizes of the config)")
+    p.add_argument("--ideal", action="store_true", help="switch every twin imperfection off")
+    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds (default: run until Ctrl-C)")
+    p.add_argument("--write-config", type=Path, default=None, metavar="FILE",
+                   help="write a copy of the config naming the served ports (emulator.autostart: false)")
+    p.add_argument("--log", type=Path, default=None, metavar="FILE", help="write the received commands (JSON lines) on exit")
+    p.set_defaults(handler=run_emulate)
+
+
+def _sizes(args: argparse.Namespace, cfg: Any) -> tuple[int, ...]:
+    from lightloop.errors import ConfigError
+
+    sizes = args.layer_sizes or (cfg.emulator.layer_sizes if cfg.emulator is not None else None)
+    if not sizes:
+        raise ConfigError(f"--layer-sizes: missing; expected the served network's sizes, input first (e.g. "
+                          f"--layer-sizes 64 {' '.join(str(h) for h in cfg.processor.hidden)} 10), or emulator.layer_sizes "
+                          f"in {cfg.source}")
+    if len(sizes) != len(cfg.processor.hidden) + 2 or any(n < 1 for n in sizes):
+        raise ConfigError(f"--layer-sizes: {list(sizes)} does not fit the config's hidden layers "
+                          f"{list(cfg.processor.hidden)}; expected {len(cfg.processor.hidden) + 2} positive sizes")
+    return tuple(int(n) for n in sizes)
+
+
+def _write_resolved(src: Path, dst: Path, addresses: dict[str, str], sizes: tuple[int, ...]) -> None:
+    import yaml
+
+    data = yaml.safe_load(src.read_text())
+    for name, address in addresses.items():
+        data["instruments"][name]["address"] = address
+    em = dict(data.get("emulator") or {})
+    em["autostart"] = False
+    em["layer_sizes"] = list(sizes)
+    data["emulator"] = em
+    header = (f"# {dst.name}: {src} with the ports served by `lightloop emulate` (pid-bound; regenerate after a "
+              "restart)\n")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text(header + yaml.safe_dump(data, sort_keys=False))
+
+
+def run_emulate(args: argparse.Namespace) -> int:
+    """Start the server for the config; block until interrupted or --duration elapsed; exit code 0."""
+    from lightloop.config import load_config
+    from lightloop.errors import ConfigError
+    from lightloop.simulators.wire.free_space import make_free_space_emulator, start_free_space_twin
+
+    cfg = load_config(args.config)
+    if cfg.instruments is None or cfg.emulator is None:
+        raise ConfigError(f"{args.config}: emulator: missing; expected instruments, roles and an emulator section")
+    if getattr(cfg.processor, "kind", None) != "free_space":
+        raise ConfigError(f"{args.config}: processor.kind: the wire twin serves 'free_space' benches; "
+                          f"got {cfg.processor.kind!r}")
+    if all(s.driver == "twin" for s in cfg.instruments.values()):
+        raise ConfigError(f"{args.config}: instruments: every instrument is a twin; expected drivers to serve")
+    sizes = _sizes(args, cfg)
+    ideal = bool(args.ideal or cfg.processor.twin.ideal)
+    emu = make_free_space_emulator(cfg.processor, sizes, ideal)
+    try:
+        server = start_free_space_twin(cfg, sizes, emu)
+    except OSError as exc:
+        raise ConfigError(f"{args.config}: instruments: {exc}; expected free ports (use port 0 for any)") from None
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, on_signal) if threading.current_thread() is threading.main_thread() else None
+    try:
+        if args.write_config is not None:
+            _write_resolved(args.config, args.write_config, server.addresses, sizes)
+        print(json.dumps({"emulate": cfg.bench, "layer_sizes": list(sizes), "addresses": server.addresses,
+                          "config": str(args.write_config) if args.write_config else None}), flush=True)
+        deadline = None if args.duration is None else time.monotonic() + args.duration
+        try:
+            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                stop.wait(0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic())))
+        except KeyboardInterrupt:
+            pass
+    finally:
+        server.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if args.log is not None:
+            with open(args.log, "w") as f:
+                for r in server.log.records:
+                    f.write(json.dumps({"t": r.t, "instrument": r.instrument, "command": r.command}) + "\n")
+    print(json.dumps({"stopped": cfg.bench, "commands": server.log.count(), "violations": server.log.violations}),
+          file=sys.stderr, flush=True)
+    return 0

@@ -1,0 +1,583 @@
+"""`lightloop sweep`: a grid of independent trainings on Dask, resumable, with a results table and a heatmap.
+
+    lightloop sweep --config FILE --grid PARAM=v1,v2,... [--grid ...] [--repeat N]
+                    [--set KEY=VALUE ...] [--scheduler ADDRESS] [--out DIR]
+
+Each (grid point, repeat) is one `lightloop train` run (the same code path: `cli.run_training`) in
+its own directory OUT/runs/<point>_r<repeat>, executed as a Dask task: on a LocalCluster of worker
+processes by default, on an existing scheduler when --scheduler tcp://HOST:PORT is given (workers
+then need lightloop installed and the same file system for the config, data and OUT), or serially
+in this process with --scheduler synchronous. Repeat r uses training seed (seed + r).
+
+Parameters (grid or --set): the `lightloop train` settings dataset, gradient, optimizer, lr,
+epochs, batch_size, init_scale, seed, hidden (e.g. 500 or 64:32), optical_depth (alias a0),
+ideal; every other name is an option of the gradient method (e.g. q, one_bit, epsilon,
+noise_rate for stochastic_photonic).
+
+Results: OUT/results.csv (or .parquet) with one row per (point, repeat), rewritten atomically after
+every finished run; re-running the same command skips rows whose status is ok (failed or missing
+ones run again; a run interrupted mid-training continues from its checkpoint). OUT/summary.csv
+holds mean/std over repeats per point, OUT/heatmap.png the metric over the first two grid
+parameters (a 1-D sweep also gets OUT/curve.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import math
+import os
+import re
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from lightloop.errors import ConfigError, LightloopError
+
+__all__ = ["register", "run_sweep", "parse_grid", "run_point", "SweepSpec", "TRAIN_KEYS"]
+
+
+def _hidden(raw: str) -> list[int]:
+    parts = [p for p in re.split(r"[:x+ ]", raw.strip()) if p]
+    vals = [int(p) for p in parts]
+    if not vals or any(v < 1 for v in vals):
+        raise ValueError(raw)
+    return vals
+
+
+def _bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in ("true", "yes", "on", "1"):
+        return True
+    if low in ("false", "no", "off", "0"):
+        return False
+    raise ValueError(raw)
+
+
+def _pos_int(raw: str) -> int:
+    v = int(raw)
+    if v < 1:
+        raise ValueError(raw)
+    return v
+
+
+def _float(raw: str) -> float:
+    v = float(raw)
+    if not math.isfinite(v):
+        raise ValueError(raw)
+    return v
+
+
+#: training settings a sweep can set: name -> (parser, description of the expected value)
+TRAIN_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "dataset": (str, "a dataset name"),
+    "gradient": (str, "a gradient method name"),
+    "optimizer": (str, "adam or sgd"),
+    "lr": (_float, "a number"),
+    "epochs": (_pos_int, "a positive integer"),
+    "batch_size": (_pos_int, "a positive integer"),
+    "init_scale": (_float, "a number"),
+    "seed": (int, "an integer"),
+    "hidden": (_hidden, "layer sizes such as 500 or 64:32"),
+    "optical_depth": (_float, "a number (a0 >= 0)"),
+    "ideal": (_bool, "true or false"),
+}
+ALIASES = {"a0": "optical_depth", "learning_rate": "lr", "batch": "batch_size"}
+RESULT_STATUS_OK = "ok"
+
+
+def _canon(name: str) -> str:
+    key = name.strip().replace("-", "_")
+    return ALIASES.get(key, key)
+
+
+def _value(name: str, raw: str, flag: str) -> Any:
+    """Typed value of one parameter (training settings typed by TRAIN_KEYS, gradient options by scalar rules)."""
+    from lightloop.cli import parse_scalar
+
+    if raw.strip() == "":
+        raise ConfigError(f"{flag} {name}: empty value")
+    if name in TRAIN_KEYS:
+        parse, what = TRAIN_KEYS[name]
+        try:
+            return parse(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{flag} {name}: expected {what}, got {raw.strip()!r}") from None
+    return parse_scalar(raw)
+
+
+def parse_grid(items: list[str]) -> dict[str, list[Any]]:
+    """['q=0.1,0.01', 'lr=1e-3,1e-2'] -> {'q': [0.1, 0.01], 'lr': [0.001, 0.01]} (order kept, duplicates refused)."""
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        name = _canon(name)
+        if not sep or not name.isidentifier():
+            raise ConfigError(f"--grid: expected PARAM=v1,v2,..., got {item!r}")
+        if name in grid:
+            raise ConfigError(f"--grid {name}: given twice")
+        values = [_value(name, v, "--grid") for v in raw.split(",")]
+        if len(set(map(_fmt, values))) != len(values):
+            raise ConfigError(f"--grid {name}: repeated value in {raw!r}")
+        grid[name] = values
+    if not grid:
+        raise ConfigError("--grid: give at least one PARAM=v1,v2,...")
+    return grid
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """--set KEY=VALUE items -> typed fixed settings."""
+    fixed: dict[str, Any] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        name = _canon(name)
+        if not sep or not name.isidentifier():
+            raise ConfigError(f"--set: expected KEY=VALUE, got {item!r}")
+        fixed[name] = _value(name, raw, "--set")
+    return fixed
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, list):
+        return ":".join(str(x) for x in v)
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def point_key(point: dict[str, Any]) -> str:
+    """Canonical text key of a grid point, e.g. 'q=0.1|epsilon=0.01'."""
+    return "|".join(f"{k}={_fmt(v)}" for k, v in point.items())
+
+
+def _slug(key: str, repeat: int) -> str:
+    s = re.sub(r"[^A-Za-z0-9_.=+-]+", "_", key.replace("|", "__"))
+    if len(s) > 120:
+        s = s[:100] + "-" + hashlib.sha1(key.encode()).hexdigest()[:10]
+    return f"{s}_r{repeat}"
+
+
+class SweepSpec:
+    """A resolved sweep: config, fixed settings, grid, repeats and output directory."""
+
+    def __init__(self, config: Path, grid: dict[str, list[Any]], fixed: dict[str, Any], repeat: int,
+                 out: Path, data_dir: Path | None):
+        from lightloop.config import load_config
+
+        self.config = config.resolve()
+        self.cfg = load_config(self.config)
+        overlap = sorted(set(grid) & set(fixed))
+        if overlap:
+            raise ConfigError(f"--grid and --set both give {', '.join(overlap)}")
+        if repeat < 1:
+            raise ConfigError(f"--repeat: expected a positive integer, got {repeat}")
+        self.grid, self.fixed, self.repeat = grid, fixed, repeat
+        self.out = out.resolve()
+        self.data_dir = data_dir.resolve() if data_dir else None
+        self.base_seed = int(fixed.get("seed", self.cfg.training.seed))
+        self.points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+        for p in self.points:
+            self.check_point(p)
+
+    def settings(self, point: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(training settings, gradient options) of a point: fixed values overridden by the point's."""
+        merged = {**self.fixed, **point}
+        train = {k: v for k, v in merged.items() if k in TRAIN_KEYS}
+        opts = {k: v for k, v in merged.items() if k not in TRAIN_KEYS}
+        return train, opts
+
+    def check_point(self, point: dict[str, Any]) -> None:
+        """Fail fast (before any run) on a gradient option the method does not take or a bad value."""
+        from lightloop.training.gradients import make_gradient
+
+        train, opts = self.settings(point)
+        gradient = train.get("gradient", self.cfg.training.gradient)
+        if train.get("optimizer", "adam") not in ("adam", "sgd"):
+            raise ConfigError(f"optimizer: expected adam or sgd, got {train['optimizer']!r}")
+        base = self.cfg.training.gradient_options if gradient == self.cfg.training.gradient else {}
+        try:
+            make_gradient(gradient, **{**base, **opts})
+        except TypeError:
+            import inspect
+
+            from lightloop.training.gradients import GRADIENT_METHODS
+
+            params = [n for n in inspect.signature(GRADIENT_METHODS[gradient]).parameters if n != "self"]
+            bad = sorted(k for k in opts if k not in params)
+            raise ConfigError(f"parameter(s) {', '.join(bad) or sorted(opts)}: neither a training setting "
+                              f"({', '.join(TRAIN_KEYS)}) nor an option of gradient '{gradient}' "
+                              f"(options: {', '.join(params) or 'none'})") from None
+
+    def manifest(self) -> dict[str, Any]:
+        """What must match for a resume: config content (parsed, so comments may change) and fixed settings."""
+        import yaml
+
+        content = json.dumps(yaml.safe_load(self.config.read_text()), sort_keys=True, default=str)
+        return {"config": str(self.config), "config_sha256": hashlib.sha256(content.encode()).hexdigest(),
+                "fixed": {k: _fmt(v) for k, v in sorted(self.fixed.items())},
+                "data_dir": str(self.data_dir) if self.data_dir else None}
+
+    def tasks(self) -> list[dict[str, Any]]:
+        """One task per (point, repeat)."""
+        out = []
+        for p in self.points:
+            key = point_key(p)
+            train, opts = self.settings(p)
+            for r in range(self.repeat):
+                seed = int(train.get("seed", self.base_seed)) + r
+                out.append({"key": key, "repeat": r, "point": p, "train": {**train, "seed": seed},
+                            "gradient_options": opts, "config": str(self.config),
+                            "data_dir": str(self.data_dir) if self.data_dir else None,
+                            "out": str(self.out / "runs" / _slug(key, r))})
+        return out
+
+
+# --- worker side -------------------------------------------------------------------------------
+def _namespace(task: dict[str, Any]) -> argparse.Namespace:
+    """The exact Namespace `lightloop train` would build for this task."""
+    from lightloop.cli import _train_parser
+
+    parser = argparse.ArgumentParser(prog="lightloop")
+    sub = parser.add_subparsers(dest="command")
+    _train_parser(sub)
+    argv = ["train", "--config", task["config"], "--out", task["out"], "--no-progress", "--resume"]
+    if task["data_dir"]:
+        argv += ["--data-dir", task["data_dir"]]
+    args = parser.parse_args(argv)
+    for k, v in task["train"].items():
+        setattr(args, k, v)
+    args.gradient_option = [f"{k}={_fmt(v)}" for k, v in task["gradient_options"].items()]
+    return args
+
+
+def run_point(task: dict[str, Any]) -> dict[str, Any]:
+    """Run one training (in a Dask worker or in-process); never raises: failures become status='error' rows."""
+    from lightloop.cli import run_training
+
+    t0 = time.perf_counter()
+    row: dict[str, Any] = {"point": task["key"], "repeat": task["repeat"],
+                           **{k: _fmt(v) if isinstance(v, list) else v for k, v in task["point"].items()},
+                           "seed": task["train"]["seed"], "out": task["out"]}
+    try:
+        summary = run_training(_namespace(task))
+    except LightloopError as exc:
+        return {**row, "status": "error", "error": str(exc), "wall_seconds": time.perf_counter() - t0}
+    except Exception as exc:  # a bug: keep the traceback next to the run, go on with the sweep
+        Path(task["out"]).mkdir(parents=True, exist_ok=True)
+        Path(task["out"], "error.txt").write_text(traceback.format_exc())
+        return {**row, "status": "error", "error": f"{type(exc).__name__}: {exc}",
+                "wall_seconds": time.perf_counter() - t0}
+    keep = ("test_accuracy", "best_test_accuracy", "best_epoch", "epochs", "mean_epoch_seconds",
+            "samples_per_second", "measurements_per_step", "optical_depth", "feedback_clicks_per_gate")
+    row.update({k: summary[k] for k in keep if k in summary and k not in row})
+    if "test_accuracy" in row:
+        row["test_error"] = 1.0 - float(row["test_accuracy"])
+    row.update({"status": RESULT_STATUS_OK, "error": "", "wall_seconds": time.perf_counter() - t0})
+    return row
+
+
+# --- results table -------------------------------------------------------------------------------
+def _results_path(out: Path, fmt: str) -> Path:
+    return out / f"results.{fmt}"
+
+
+def load_results(path: Path) -> list[dict[str, Any]]:
+    """Rows of an existing results table (empty if none)."""
+    import pandas as pd
+
+    if not path.exists():
+        return []
+    try:
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, keep_default_na=False)
+    except Exception as exc:
+        raise LightloopError(f"{path}: unreadable results table ({exc}); move it away to start afresh") from None
+    if not {"point", "repeat", "status"} <= set(df.columns):
+        raise LightloopError(f"{path}: not a lightloop sweep table (needs columns point, repeat, status)")
+    return df.to_dict("records")
+
+
+def save_results(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Atomic write of the table, sorted by point and repeat."""
+    import pandas as pd
+
+    from lightloop.training.checkpoint import atomic_write_bytes
+
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        df = df.sort_values(["point", "repeat"], kind="stable").reset_index(drop=True)
+    if path.suffix == ".parquet":
+        import io
+
+        buf = io.BytesIO()
+        df.astype({c: str for c in df.columns if df[c].dtype == object}).to_parquet(buf, index=False)
+        atomic_write_bytes(path, buf.getvalue())
+    else:
+        atomic_write_bytes(path, df.to_csv(index=False).encode())
+
+
+def summarise(rows: list[dict[str, Any]], grid: dict[str, list[Any]], metric: str) -> Any:
+    """Mean, std and count of `metric` over repeats per grid point (ok rows of this grid only)."""
+    import pandas as pd
+
+    order = [point_key(dict(zip(grid, c))) for c in itertools.product(*grid.values())]
+    keys = set(order)
+    ok = [r for r in rows if r.get("status") == RESULT_STATUS_OK and r.get("point") in keys]
+    if not ok:
+        return pd.DataFrame()
+    df = pd.DataFrame(ok)
+    if metric not in df.columns:
+        raise ConfigError(f"--metric {metric}: not a column of the results (have: {', '.join(df.columns)})")
+    df[metric] = pd.to_numeric(df[metric], errors="coerce")
+    g = df.groupby("point", sort=False)[metric].agg(["mean", "std", "count"]).reset_index()
+    params = pd.DataFrame([dict(p.split("=", 1) for p in k.split("|")) | {"point": k} for k in g["point"]])
+    out = params.merge(g, on="point")
+    return out.assign(_o=out["point"].map(order.index)).sort_values("_o").drop(columns="_o").reset_index(drop=True)
+
+
+def plot_heatmap(summary: Any, grid: dict[str, list[Any]], metric: str, path: Path, title: str) -> Path:
+    """Heatmap of mean metric over the first two grid parameters (others averaged); 1-D grids give one row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(grid)
+    xname = names[0]
+    yname = names[1] if len(names) > 1 else None
+    xs = [_fmt(v) for v in grid[xname]]
+    ys = [_fmt(v) for v in grid[yname]] if yname else [""]
+    mean = np.full((len(ys), len(xs)), np.nan)
+    std = np.full_like(mean, np.nan)
+    count = np.zeros_like(mean)
+    for _, r in summary.iterrows():
+        i = ys.index(r[yname]) if yname else 0
+        j = xs.index(r[xname])
+        # more than two grid parameters: average the cell over the others
+        m, s = float(r["mean"]), float(r["std"]) if r["count"] > 1 else 0.0
+        mean[i, j] = m if np.isnan(mean[i, j]) else (mean[i, j] * count[i, j] + m) / (count[i, j] + 1)
+        std[i, j] = s if np.isnan(std[i, j]) else max(std[i, j], s)
+        count[i, j] += 1
+    pct = metric.endswith("accuracy") or metric.endswith("error")
+    scale = 100.0 if pct else 1.0
+    fig, ax = plt.subplots(figsize=(1.3 * len(xs) + 2.5, 0.9 * len(ys) + 1.8))
+    im = ax.imshow(mean * scale, cmap="viridis", aspect="auto", origin="lower")
+    for i in range(len(ys)):
+        for j in range(len(xs)):
+            if np.isfinite(mean[i, j]):
+                txt = f"{mean[i, j] * scale:.1f}" + (f"\n±{std[i, j] * scale:.1f}" if std[i, j] > 0 else "")
+                v = (mean[i, j] - np.nanmin(mean)) / (np.nanmax(mean) - np.nanmin(mean) + 1e-12)
+                ax.text(j, i, txt, ha="center", va="center", fontsize=8, color="black" if v > 0.6 else "white")
+    ax.set_xticks(range(len(xs)), xs)
+    ax.set_xlabel(xname)
+    ax.set_yticks(range(len(ys)), ys)
+    ax.set_ylabel(yname or "")
+    fig.colorbar(im, ax=ax, label=f"{metric}{' (%)' if pct else ''}")
+    extra = f" (mean over {', '.join(names[2:])})" if len(names) > 2 else ""
+    ax.set_title(title + extra, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_curve(summary: Any, grid: dict[str, list[Any]], metric: str, path: Path, title: str) -> Path:
+    """Metric (mean +- std over repeats) against the single grid parameter."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    (name, values), = grid.items()
+    labels = [_fmt(v) for v in values]
+    by = {r[name]: r for _, r in summary.iterrows()}
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    x = np.array(values, float) if numeric else np.arange(len(values))
+    m = np.array([float(by[lab]["mean"]) if lab in by else np.nan for lab in labels])
+    s = np.array([float(by[lab]["std"]) if lab in by and by[lab]["count"] > 1 else 0.0 for lab in labels])
+    pct = metric.endswith("accuracy") or metric.endswith("error")
+    k = 100.0 if pct else 1.0
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.errorbar(x, m * k, yerr=s * k, fmt="o-", capsize=3)
+    if numeric and np.all(x > 0) and x.max() / x.min() >= 100:
+        ax.set_xscale("log")
+    if not numeric:
+        ax.set_xticks(x, labels)
+    ax.set_xlabel(name)
+    ax.set_ylabel(f"{metric}{' (%)' if pct else ''}")
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --- driver ------------------------------------------------------------------------------------
+def _check_manifest(spec: SweepSpec) -> None:
+    from lightloop.training.checkpoint import atomic_write_text
+
+    path = spec.out / "sweep.json"
+    now = spec.manifest()
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError:
+            raise LightloopError(f"{path}: unreadable sweep manifest; move it away to start afresh") from None
+        for field in ("config_sha256", "fixed", "data_dir"):
+            if old.get(field) != now[field]:
+                what = {"config_sha256": "the config file changed", "fixed": "the --set values differ",
+                        "data_dir": "--data-dir differs"}[field]
+                raise ConfigError(f"{spec.out}: holds a sweep whose settings differ ({what}); "
+                                  f"resume with the same settings or choose another --out")
+    spec.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(now, indent=2))
+
+
+def _executor(scheduler: str | None, workers: int) -> tuple[Any, Any]:
+    """(client, cluster) for Dask; (None, None) for the synchronous in-process mode."""
+    if scheduler == "synchronous":
+        return None, None
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise ConfigError("lightloop sweep needs dask[distributed] (pip install 'lightloop[sweep]'), "
+                          "or --scheduler synchronous") from None
+    import logging
+
+    if scheduler:
+        try:
+            return Client(scheduler, timeout="10s"), None
+        except (OSError, TimeoutError) as exc:
+            raise ConfigError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler ({exc})") from None
+    import warnings
+
+    with warnings.catch_warnings():  # "Port 8787 is already in use" when another cluster runs: harmless
+        warnings.filterwarnings("ignore", message="Port .* is already in use")
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.ERROR)
+    return Client(cluster), cluster
+
+
+def _raise_on_sigterm() -> Any:
+    """Turn SIGTERM (batch schedulers, kill) into KeyboardInterrupt so the cluster shuts down; returns the old handler."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def run_sweep(spec: SweepSpec, *, scheduler: str | None = None, workers: int | None = None,
+              fmt: str = "csv", metric: str = "test_accuracy", progress: bool = True,
+              log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict[str, Any]:
+    """Run the missing (point, repeat) trainings, update the table, write summary and plots; return a report."""
+    from tqdm.auto import tqdm
+
+    _check_manifest(spec)
+    path = _results_path(spec.out, fmt)
+    rows = load_results(path)
+    done = {(r["point"], int(r["repeat"])) for r in rows if r.get("status") == RESULT_STATUS_OK}
+    rows = [r for r in rows if (r["point"], int(r["repeat"])) in done]   # failed rows run again
+    tasks = [t for t in spec.tasks() if (t["key"], t["repeat"]) not in done]
+    log(f"lightloop sweep: {len(spec.points)} points x {spec.repeat} repeats; {len(tasks)} to run, "
+        f"{len(spec.points) * spec.repeat - len(tasks)} already finished; results in {path}")
+    failed = 0
+    if tasks:
+        n_workers = workers or min(len(tasks), os.cpu_count() or 1)
+        client, cluster = _executor(scheduler, n_workers)
+        bar = tqdm(total=len(tasks), desc="sweep", unit="run", disable=not progress, file=sys.stderr)
+        old_term = _raise_on_sigterm()
+        try:
+            if client is None:
+                results = (run_point(t) for t in tasks)
+            else:
+                from dask.distributed import as_completed
+
+                futures = [client.submit(run_point, t, pure=False,
+                                         key=f"lightloop-{_slug(t['key'], t['repeat'])}-{time.time_ns()}")
+                           for t in tasks]
+                results = (f.result() for f in as_completed(futures))
+            for row in results:
+                rows.append(row)
+                save_results(path, rows)
+                if row["status"] != RESULT_STATUS_OK:
+                    failed += 1
+                    bar.write(f"lightloop sweep: {row['point']} repeat {row['repeat']} failed: {row['error']}")
+                elif metric in row:
+                    bar.set_postfix_str(f"{row['point']}: {metric}={row[metric]:.4f}")
+                bar.update(1)
+        finally:
+            bar.close()
+            if client is not None:
+                client.close()
+            if cluster is not None:
+                cluster.close()
+            if old_term is not None:
+                import signal
+
+                signal.signal(signal.SIGTERM, old_term)
+    summary = summarise(rows, spec.grid, metric)
+    report: dict[str, Any] = {"results": str(path), "runs": len(rows), "failed": failed, "metric": metric}
+    if not summary.empty:
+        summary.to_csv(spec.out / "summary.csv", index=False)
+        title = f"{spec.cfg.bench}: {metric}, {spec.repeat} repeat(s)"
+        report["summary"] = str(spec.out / "summary.csv")
+        report["heatmap"] = str(plot_heatmap(summary, spec.grid, metric, spec.out / "heatmap.png", title))
+        if len(spec.grid) == 1:
+            report["curve"] = str(plot_curve(summary, spec.grid, metric, spec.out / "curve.png", title))
+        report["points"] = {r["point"]: {"mean": float(r["mean"]),
+                                         "std": float(r["std"]) if r["count"] > 1 else 0.0,
+                                         "n": int(r["count"])} for _, r in summary.iterrows()}
+    return report
+
+
+def _handler(args: argparse.Namespace) -> int:
+    if args.format == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ConfigError("--format parquet needs pyarrow (pip install pyarrow), or use --format csv") from None
+    if args.config is None:
+        from lightloop.cli import default_config_path
+
+        args.config = default_config_path()
+    spec = SweepSpec(args.config, parse_grid(args.grid), parse_set(args.set or []), args.repeat,
+                     args.out or Path("runs") / f"sweep-{Path(args.config).stem}", args.data_dir)
+    report = run_sweep(spec, scheduler=args.scheduler, workers=args.workers, fmt=args.format, metric=args.metric,
+                       progress=not args.no_progress)
+    print(json.dumps(report))
+    return 1 if report["failed"] else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `sweep` subcommand."""
+    p = sub.add_parser("sweep", help="run a grid of trainings on Dask (resumable), write a table and a heatmap",
+                       description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, default=None, help="lab config YAML (default: simulated free-space SA bench)")
+    p.add_argument("--grid", action="append", required=True, metavar="PARAM=v1,v2,...",
+                   help="a swept parameter (repeatable; the grid is the product)")
+    p.add_argument("--repeat", type=int, default=1, metavar="N", help="independent repeats per point (seed + r)")
+    p.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
+                   help="a fixed setting for every run, e.g. epochs=2 or one_bit=true (repeatable)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="Dask scheduler address (default: a LocalCluster of processes; 'synchronous': in-process)")
+    p.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes (default: CPU count)")
+    p.add_argument("--data-dir", type=Path, default=None, help="directory holding dataset files (MNIST IDX)")
+    p.add_argument("--out", type=Path, default=None, help="sweep directory (default runs/sweep-<config>)")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="results table format")
+    p.add_argument("--metric", default="test_accuracy", help="column summarised and plotted")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(handler=_handler)
