@@ -65,7 +65,7 @@ def torch_epoch(x, y, t, w1, w2, perm):
     except ImportError:
         return None
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    X, Y, T = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(t)
+    X, T = torch.from_numpy(x), torch.from_numpy(t)
     W1 = torch.tensor(w1, requires_grad=True)
     W2 = torch.tensor(w2, requires_grad=True)
     opt = torch.optim.Adam([W1, W2], lr=LR)

@@ -304,7 +304,7 @@ def save_results(path: Path, rows: list[dict[str, Any]]) -> None:
     """Atomic write of the table, sorted by point and repeat."""
     import pandas as pd
 
-    from lightloop.training.checkpoint import atomic_write_bytes
+    from lightloop.atomic_io import atomic_write_bytes
 
     df = pd.DataFrame(rows)
     if not df.empty:
@@ -421,7 +421,7 @@ def plot_curve(summary: Any, grid: dict[str, list[Any]], metric: str, path: Path
 
 # --- driver ------------------------------------------------------------------------------------
 def _check_manifest(spec: SweepSpec) -> None:
-    from lightloop.training.checkpoint import atomic_write_text
+    from lightloop.atomic_io import atomic_write_text
 
     path = spec.out / "sweep.json"
     now = spec.manifest()

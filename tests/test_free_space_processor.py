@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lightloop.errors import ConfigError, SafetyLimitError
-from lightloop.physics.saturable_absorber import sa_forward, sa_slope, sa_transmission
+from lightloop.physics.saturable_absorber import sa_forward, sa_transmission
 from lightloop.training.datasets import one_hot
 from lightloop.training.gradients import make_gradient
 from lightloop.training.losses import SoftmaxCrossEntropyLoss

@@ -19,9 +19,7 @@ import datetime as _dt
 import hashlib
 import io
 import json
-import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lightloop.calibration.base import CalibrationResult, Routine, routines_for
+from lightloop.atomic_io import atomic_write_bytes
 from lightloop.errors import CalibrationError
 from lightloop.hal.processor import OpticalProcessor
 
@@ -76,21 +75,6 @@ def _parse_time(text: Any, path: Path) -> _dt.datetime:
     except ValueError:
         raise CalibrationError(f"{path}: created_utc: expected an ISO date, got {text!r}") from None
     return t if t.tzinfo else t.replace(tzinfo=_dt.timezone.utc)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _jsonable(v: Any) -> Any:
@@ -155,8 +139,8 @@ class CalibrationStore:
             "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()},
             "npz_file": stem.name + ".npz", "npz_sha256": hashlib.sha256(blob).hexdigest(),
         }
-        _atomic_write(stem.with_suffix(".npz"), blob)
-        _atomic_write(stem.with_suffix(".json"), (json.dumps(_jsonable(meta), indent=1) + "\n").encode())
+        atomic_write_bytes(stem.with_suffix(".npz"), blob)
+        atomic_write_bytes(stem.with_suffix(".json"), (json.dumps(_jsonable(meta), indent=1) + "\n").encode())
         return stem.with_suffix(".json")
 
     def read(self, json_path: str | Path) -> Record:
