@@ -117,15 +117,12 @@ def build(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) -> 
     from lightloop.simulators.free_space import (
         AnalogWeightTwin,
         DMDWeightTwin,
-        Drift,
-        FreeSpaceEmulator,
-        FreeSpaceTruth,
         HomodyneTwin,
-        Imperfections,
         ProbeTwin,
         SLMWeightTwin,
         SourceTwin,
         VaporCellHeaterTwin,
+        make_free_space_emulator,
     )
 
     p: Schema = cfg.processor
@@ -139,20 +136,7 @@ def build(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) -> 
         raise ConfigError(f"--optical-depth: expected a0 >= 0 (a vapor cell absorbs), got {a0}")
     ideal = p.twin.ideal if ov.ideal is None else ov.ideal
     sizes = (n_inputs, *hidden, n_outputs)
-    if ideal:
-        imp = Imperfections.none()
-    else:
-        imp = Imperfections(shot_noise=p.twin.shot_noise, electronic_noise_v=p.twin.electronic_noise_v,
-                            adc_bits=p.twin.adc_bits)
-    truth = FreeSpaceTruth.draw(sizes, p.twin.truth_seed, imp, nominal_efficiency=p.weights.efficiency,
-                                nominal_sigma_l_m3=p.vapor_cell.sigma_l_m3,
-                                dmd_block_pixels=p.weights.dmd_block_pixels,
-                                error_gain_v=p.error_detector_gain_v)
-    dr = p.twin.drift
-    drift = None if ideal else Drift(dr.lo_phase_rad_per_sqrt_s, dr.cell_temperature_k_per_sqrt_s, dr.frame_period_s,
-                                     dr.seed, dr.lo_phase_common_rad_per_sqrt_s)
-    emu = FreeSpaceEmulator(sizes, truth, seed=p.twin.noise_seed, drift=drift,
-                            serial=f"T{p.twin.truth_seed}{'-ideal' if ideal else ''}")
+    emu = make_free_space_emulator(p, sizes, ideal)
     n_layers = len(sizes) - 1
     device = "analog" if ideal else p.weights.device
     blocks = []

@@ -402,3 +402,25 @@ class HomodyneTwin:
     def acquire(self) -> NDArray[np.float32]:
         """Detector volts (batch, channels)."""
         return self.physics.read(self._read(self.layer), self.emu.rng)
+
+
+# --- building from a config section --------------------------------------------------------------------------------------------
+def make_free_space_emulator(p: Any, sizes: tuple[int, ...], ideal: bool) -> FreeSpaceEmulator:
+    """The emulator of a free_space processor section, drawn exactly as the in-process twin draws it."""
+    if ideal:
+        imp = Imperfections.none()
+    else:
+        imp = Imperfections(shot_noise=p.twin.shot_noise, electronic_noise_v=p.twin.electronic_noise_v,
+                            adc_bits=p.twin.adc_bits)
+    truth = FreeSpaceTruth.draw(sizes, p.twin.truth_seed, imp, nominal_efficiency=p.weights.efficiency,
+                                nominal_sigma_l_m3=p.vapor_cell.sigma_l_m3,
+                                dmd_block_pixels=p.weights.dmd_block_pixels,
+                                error_gain_v=p.error_detector_gain_v)
+    kwargs: dict[str, Any] = {}
+    dr = getattr(p.twin, "drift", None)
+    if dr is not None:  # the twin's slow drift (lightloop.simulators.free_space.Drift), off in ideal mode
+        extra = [dr.lo_phase_common_rad_per_sqrt_s] if hasattr(dr, "lo_phase_common_rad_per_sqrt_s") else []
+        kwargs["drift"] = None if ideal else Drift(dr.lo_phase_rad_per_sqrt_s, dr.cell_temperature_k_per_sqrt_s,
+                                                   dr.frame_period_s, dr.seed, *extra)
+        kwargs["serial"] = f"T{p.twin.truth_seed}{'-ideal' if ideal else ''}"
+    return FreeSpaceEmulator(sizes, truth, seed=p.twin.noise_seed, **kwargs)

@@ -37,13 +37,12 @@ from numpy.typing import NDArray
 from lightloop.simulators.free_space import (
     AnalogWeightTwin,
     FreeSpaceEmulator,
-    FreeSpaceTruth,
     HomodyneTwin,
-    Imperfections,
     ProbeTwin,
     SLMWeightTwin,
     SourceTwin,
     VaporCellHeaterTwin,
+    make_free_space_emulator,
 )
 from lightloop.simulators.wire.devices import (
     DigitizerTwin,
@@ -149,30 +148,6 @@ def decode_dmd_frame(frame: NDArray[np.integer[Any]] | NDArray[np.bool_], shape:
     on = np.asarray(frame[: out * k, : 2 * inp * k]).astype(bool)
     counts = on.reshape(out, k, inp, 2, k).sum(axis=(1, 4))
     return counts[..., 0].astype(np.uint16), counts[..., 1].astype(np.uint16)
-
-
-# --- emulator --------------------------------------------------------------------------------------------
-def make_free_space_emulator(p: Any, sizes: tuple[int, ...], ideal: bool) -> FreeSpaceEmulator:
-    """The emulator of a free_space processor section, drawn exactly as the in-process twin draws it."""
-    if ideal:
-        imp = Imperfections.none()
-    else:
-        imp = Imperfections(shot_noise=p.twin.shot_noise, electronic_noise_v=p.twin.electronic_noise_v,
-                            adc_bits=p.twin.adc_bits)
-    truth = FreeSpaceTruth.draw(sizes, p.twin.truth_seed, imp, nominal_efficiency=p.weights.efficiency,
-                                nominal_sigma_l_m3=p.vapor_cell.sigma_l_m3,
-                                dmd_block_pixels=p.weights.dmd_block_pixels,
-                                error_gain_v=p.error_detector_gain_v)
-    kwargs: dict[str, Any] = {}
-    dr = getattr(p.twin, "drift", None)
-    if dr is not None:  # the twin's slow drift (lightloop.simulators.free_space.Drift), off in ideal mode
-        from lightloop.simulators.free_space import Drift
-
-        extra = [dr.lo_phase_common_rad_per_sqrt_s] if hasattr(dr, "lo_phase_common_rad_per_sqrt_s") else []
-        kwargs["drift"] = None if ideal else Drift(dr.lo_phase_rad_per_sqrt_s, dr.cell_temperature_k_per_sqrt_s,
-                                                   dr.frame_period_s, dr.seed, *extra)
-        kwargs["serial"] = f"T{p.twin.truth_seed}{'-ideal' if ideal else ''}"
-    return FreeSpaceEmulator(sizes, truth, seed=p.twin.noise_seed, **kwargs)
 
 
 # --- glue ----------------------------------------------------------------------------------------------
