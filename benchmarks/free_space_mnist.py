@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--loss", default="mse", choices=["mse", "cross_entropy"])
     ap.add_argument("--input-field-scale", type=float, default=None)
+    ap.add_argument("--max-weight", type=float, default=None, help="largest |W| (amplifier gain x efficiency)")
     ap.add_argument("--realistic", action="store_true", help="imperfections and noise on (default: ideal)")
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None)
@@ -42,6 +43,8 @@ def main() -> None:
     cfg = load_config(a.config)
     if a.input_field_scale is not None:
         cfg.processor.input_field_scale = a.input_field_scale
+    if a.max_weight is not None:
+        cfg.processor.weights.max_weight = a.max_weight
     data = load_dataset("mnist", a.data_dir)
     proc = build_processor(cfg, data.n_features, data.n_classes,
                            BuildOverrides(hidden=a.hidden, ideal=not a.realistic, optical_depth=a.optical_depth))
@@ -52,7 +55,8 @@ def main() -> None:
     res = trainer.fit(data)
     print(json.dumps({
         "benchmark": "free_space_mnist", "layer_sizes": list(proc.layer_sizes), "optical_depth": a.optical_depth,
-        "gradient": a.gradient, "loss": a.loss, "input_field_scale": cfg.processor.input_field_scale, "mode": "realistic" if a.realistic else "ideal", "lr": a.lr,
+        "gradient": a.gradient, "loss": a.loss, "input_field_scale": cfg.processor.input_field_scale,
+        "max_weight": cfg.processor.weights.max_weight, "mode": "realistic" if a.realistic else "ideal", "lr": a.lr,
         "batch_size": a.batch_size, "init_scale": a.init_scale, "seed": a.seed,
         **res.summary(), "test_accuracy_by_epoch": [round(h["test_accuracy"], 4) for h in res.history],
         "train_accuracy_by_epoch": [round(h["train_accuracy"], 4) for h in res.history],
