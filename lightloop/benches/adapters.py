@@ -478,7 +478,32 @@ class DigitizerDetector:
 
 
 # --- temperature, laser, power meter ----------------------------------------------------------------------
-class TemperatureControllerDevice:
+class _OutputDevice:
+    """Shared plumbing of a controller with one switched output: counted calls through its link."""
+
+    link: Link
+    clock: BenchClock | None
+
+    def _call(self, label: str, fn: Callable[[Any], T], n: int = 1) -> T:
+        def op(drv: Any) -> T:
+            r = fn(drv)
+            self.link.tick(n)
+            return r
+
+        return self.link.run(label, op)
+
+    def read_output(self) -> bool:
+        """``OUTP?``."""
+        return bool(self._call("OUTP?", lambda d: d.output()))
+
+    def write_output(self, on: bool) -> None:
+        """``OUTP ON|OFF``."""
+        self._call("OUTP", lambda d: d.output(bool(on)))
+        if self.clock is not None:
+            self.clock.changed()
+
+
+class TemperatureControllerDevice(_OutputDevice):
     """TemperatureDevice (hal.safety) on a TemperatureController driver; one transaction per call."""
 
     def __init__(self, link: Link, limits: Range, max_ramp_k_per_min: float, clock: BenchClock | None = None) -> None:
@@ -507,14 +532,6 @@ class TemperatureControllerDevice:
         drv.ramp_rate.vals = Numbers(0.0, max_ramp)
         return eff
 
-    def _call(self, label: str, fn: Callable[[Any], T], n: int = 1) -> T:
-        def op(drv: Any) -> T:
-            r = fn(drv)
-            self.link.tick(n)
-            return r
-
-        return self.link.run(label, op)
-
     def read_temperature(self) -> float:
         """``MEAS:TEMP?`` (K)."""
         return float(self._call("MEAS:TEMP?", lambda d: d.temperature()))
@@ -522,16 +539,6 @@ class TemperatureControllerDevice:
     def write_setpoint(self, kelvin: float) -> None:
         """``SOUR:TEMP`` (K)."""
         self._call("SOUR:TEMP", lambda d: d.setpoint(kelvin))
-        if self.clock is not None:
-            self.clock.changed()
-
-    def read_output(self) -> bool:
-        """``OUTP?``."""
-        return bool(self._call("OUTP?", lambda d: d.output()))
-
-    def write_output(self, on: bool) -> None:
-        """``OUTP ON|OFF``."""
-        self._call("OUTP", lambda d: d.output(bool(on)))
         if self.clock is not None:
             self.clock.changed()
 
@@ -547,7 +554,7 @@ class TemperatureControllerDevice:
         return self.link.run("ramp", op)
 
 
-class LaserControllerDevice:
+class LaserControllerDevice(_OutputDevice):
     """LaserDevice (hal.safety) on a LaserDiodeController driver; one transaction per call."""
 
     def __init__(self, link: Link, current_limit: Range, clock: BenchClock | None = None) -> None:
@@ -569,14 +576,6 @@ class LaserControllerDevice:
         drv.current.vals = Numbers(0.0, eff.high)
         return eff
 
-    def _call(self, label: str, fn: Callable[[Any], T]) -> T:
-        def op(drv: Any) -> T:
-            r = fn(drv)
-            self.link.tick()
-            return r
-
-        return self.link.run(label, op)
-
     def read_current_setpoint(self) -> float:
         """``SOUR:CURR?`` (A)."""
         return float(self._call("SOUR:CURR?", lambda d: d.current()))
@@ -584,16 +583,6 @@ class LaserControllerDevice:
     def write_current(self, amps: float) -> None:
         """``SOUR:CURR`` (A)."""
         self._call("SOUR:CURR", lambda d: d.current(amps))
-        if self.clock is not None:
-            self.clock.changed()
-
-    def read_output(self) -> bool:
-        """``OUTP?``."""
-        return bool(self._call("OUTP?", lambda d: d.output()))
-
-    def write_output(self, on: bool) -> None:
-        """``OUTP ON|OFF``."""
-        self._call("OUTP", lambda d: d.output(bool(on)))
         if self.clock is not None:
             self.clock.changed()
 

@@ -139,6 +139,14 @@ def fit_cosine(p: NDArray, y: NDArray, sign: int, p_pi0: float, rng: np.random.G
     return out, q_rel <= threshold
 
 
+def _all_sources_dark(proc: Any) -> None:
+    """Forward source dark and every layer's injector and adjoint source off."""
+    proc.source.dark()
+    for lay in proc.layers:
+        lay.injector.off()
+        lay.adjoint_source.off()
+
+
 @register_routine
 class PhaseShifterRoutine(Routine):
     """phi0 and P_pi of the first-column theta heaters of every mesh layer (tap-monitor power sweeps)."""
@@ -165,10 +173,7 @@ class PhaseShifterRoutine(Routine):
         tries = int(ctx.options.get("ps_tries", 8))
         rng = ctx.rng(11)
         acq = writes = 0
-        proc.source.dark()
-        for lay in proc.layers:
-            lay.injector.off()
-            lay.adjoint_source.off()
+        _all_sources_dark(proc)
         res.meta["layers"] = {}
         for li, lay in enumerate(proc.layers):
             bank = lay.bank
@@ -316,10 +321,7 @@ class CrosstalkRoutine(Routine):
         threshold = float(ctx.options.get("ps_fit_threshold", 0.02))
         rng = ctx.rng(23)
         acq = writes = 0
-        proc.source.dark()
-        for lay in proc.layers:
-            lay.injector.off()
-            lay.adjoint_source.off()
+        _all_sources_dark(proc)
         res.meta["layers"] = {}
         from scipy import sparse
 
