@@ -54,6 +54,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--optical-depth", type=_float, default=None, metavar="A0", help="vapor-cell optical depth a0 >= 0")
     p.add_argument("--gradient", default=None, help="exact | pump_probe | finite_difference | ...")
     p.add_argument("--optimizer", choices=["adam", "sgd"], default=None)
+    p.add_argument("--loss", choices=["mse", "cross_entropy"], default=None,
+                   help="output error: mse (delta = z - t, default) or cross_entropy (delta = softmax(z) - t)")
     p.add_argument("--epochs", type=_positive_int, default=None)
     p.add_argument("--batch-size", type=_positive_int, default=None)
     p.add_argument("--lr", type=_float, default=None)
@@ -98,6 +100,7 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
     data = load_dataset(dataset, args.data_dir)
     ov = BuildOverrides(hidden=args.hidden, ideal=True if args.ideal else None, optical_depth=args.optical_depth)
     settings = TrainSettings(epochs=args.epochs or t.epochs, batch_size=args.batch_size or t.batch_size,
+                             loss=getattr(args, "loss", None) or t.loss,
                              seed=t.seed if args.seed is None else args.seed, init_scale=init_scale,
                              progress=not args.no_progress and sys.stderr.isatty())
     out = args.out or Path("runs") / f"train-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -113,7 +116,7 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
     summary = {
         "bench": cfg.bench, "dataset": dataset, "gradient": gradient, **result.summary(),
         "layer_sizes": list(proc.layer_sizes), "hidden": list(proc.layer_sizes[1:-1]),
-        "batch_size": settings.batch_size, "lr": lr, "seed": settings.seed, "out": str(out),
+        "batch_size": settings.batch_size, "lr": lr, "loss": settings.loss, "seed": settings.seed, "out": str(out),
         "gradient_options": options,
     }
     summary.update(getattr(proc, "summary_fields", lambda: {})())

@@ -30,6 +30,7 @@ class TrainingDefaults(StrictModel):
 
     dataset: str = "digits"
     gradient: str = "pump_probe"
+    loss: Literal["mse", "cross_entropy"] = "mse"
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = Field(5e-3, gt=0)
     epochs: int = Field(10, ge=1)

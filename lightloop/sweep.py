@@ -10,7 +10,7 @@ then need lightloop installed and the same file system for the config, data and 
 in this process with --scheduler synchronous. Repeat r uses training seed (seed + r).
 
 Parameters (grid or --set): the `lightloop train` settings dataset, gradient, optimizer, lr,
-epochs, batch_size, init_scale, seed, hidden (e.g. 500 or 64:32), optical_depth (alias a0),
+epochs, batch_size, init_scale, seed, loss, hidden (e.g. 500 or 64:32), optical_depth (alias a0),
 ideal; every other name is an option of the gradient method (e.g. q, one_bit, epsilon,
 noise_rate for stochastic_photonic).
 
@@ -77,6 +77,7 @@ TRAIN_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
     "dataset": (str, "a dataset name"),
     "gradient": (str, "a gradient method name"),
     "optimizer": (str, "adam or sgd"),
+    "loss": (str, "mse or cross_entropy"),
     "lr": (_float, "a number"),
     "epochs": (_pos_int, "a positive integer"),
     "batch_size": (_pos_int, "a positive integer"),
@@ -198,6 +199,8 @@ class SweepSpec:
         gradient = train.get("gradient", self.cfg.training.gradient)
         if train.get("optimizer", "adam") not in ("adam", "sgd"):
             raise ConfigError(f"optimizer: expected adam or sgd, got {train['optimizer']!r}")
+        if train.get("loss", "mse") not in ("mse", "cross_entropy"):
+            raise ConfigError(f"loss: expected mse or cross_entropy, got {train['loss']!r}")
         base = self.cfg.training.gradient_options if gradient == self.cfg.training.gradient else {}
         try:
             make_gradient(gradient, **{**base, **opts})

@@ -33,7 +33,7 @@ def test_default_run_trains_the_simulated_bench_on_digits(tmp_path):
     for key in ("test_accuracy", "best_test_accuracy", "epochs", "mean_epoch_seconds", "samples_per_second",
                 "gradient", "optical_depth", "hidden"):
         assert key in s
-    assert s["gradient"] == "pump_probe" and s["dataset"] == "digits" and s["epochs"] == 15
+    assert s["gradient"] == "pump_probe" and s["dataset"] == "digits" and s["epochs"] == 15 and s["loss"] == "mse"
     assert s["best_test_accuracy"] >= 0.90
     assert s["optical_depth"] == pytest.approx(10.0, rel=1e-6)
     assert (tmp_path / "run" / "learning_curve.png").exists()
@@ -41,11 +41,15 @@ def test_default_run_trains_the_simulated_bench_on_digits(tmp_path):
 
 def test_overrides_reach_the_bench(tmp_path):
     p = run("train", "--json", "--no-progress", "--dataset", "iris", "--hidden", "6", "--optical-depth", "3",
-            "--gradient", "exact", "--epochs", "2", "--ideal", "--lr", "0.02", "--out", str(tmp_path))
+            "--gradient", "exact", "--epochs", "2", "--ideal", "--lr", "0.02", "--loss", "cross_entropy",
+            "--out", str(tmp_path))
     assert p.returncode == 0, p.stderr
     s = json.loads(p.stdout.strip().splitlines()[-1])
     assert s["hidden"] == [6] and s["layer_sizes"] == [4, 6, 3] and s["epochs"] == 2
     assert s["gradient"] == "exact" and s["optical_depth"] == pytest.approx(3.0)
+    assert s["loss"] == "cross_entropy"
+    first = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["train_loss"] > 0.9  # softmax-CE of a near-chance 3-class net (~ln 3 = 1.1); MSE gives ~0.5
 
 
 def test_negative_optical_depth():

@@ -224,3 +224,21 @@ def test_bad_shapes_and_nan_inputs_are_rejected(make_bench):
         proc.forward(np.full((2, 4), np.nan, np.float32))
     with pytest.raises(ValueError, match="expected shape"):
         proc.program([np.zeros((2, 2), np.float32), np.zeros((2, 3), np.float32)])
+
+
+@pytest.mark.parametrize("lut_seed", [None, 0, 1])
+def test_gray_level_lookup_table_equals_reference_rule(lut_seed):
+    """The binned SLM gray-level lookup returns exactly the interpolate-and-round rule, boundaries included."""
+    from lightloop.hal.calibration_maps import GrayLevelLUT
+
+    rng = np.random.default_rng(5)
+    if lut_seed is None:
+        lut = GrayLevelLUT()
+    else:
+        r = np.random.default_rng(lut_seed)
+        lut = GrayLevelLUT(np.sort(r.choice(np.linspace(0, 2 * np.pi * r.uniform(0.8, 1.1), 4000), 256, replace=False)))
+    mid = 0.5 * (lut.phase_rad[1:] + lut.phase_rad[:-1])
+    wrap_mid = 0.5 * (lut.phase_rad[-1] + 2 * np.pi)
+    p = np.concatenate([rng.uniform(-20, 20, 20000), lut.phase_rad, -lut.phase_rad, mid, -mid, mid + 2 * np.pi,
+                        np.nextafter(mid, 0), np.nextafter(mid, 9), [wrap_mid, np.nextafter(wrap_mid, 0), 0.0, 2 * np.pi]])
+    np.testing.assert_array_equal(lut.gray_for_phase(p), lut._exact_gray(p))

@@ -24,6 +24,8 @@ class GrayLevelLUT:
         if self.phase_rad.shape != (256,) or np.any(np.diff(self.phase_rad) <= 0):
             raise CalibrationError("SLM LUT: expected 256 strictly increasing phases (rad)")
         self._grid = np.arange(256, dtype=np.float64)
+        self._bin_gray: NDArray[np.uint8] | None = None   # built on first use; the table is immutable
+        self._bin_edge: NDArray[np.bool_] | None = None
 
     @classmethod
     def power_law(cls, phase_max_rad: float, gamma: float) -> "GrayLevelLUT":
@@ -32,14 +34,36 @@ class GrayLevelLUT:
         return cls(phase_max_rad * (g / 255.0) ** gamma)
 
     def gray_for_phase(self, phase_rad: NDArray) -> NDArray[np.uint8]:
-        """Nearest 8-bit gray level for each phase (wrapped to [0, 2 pi))."""
-        p = np.mod(phase_rad, 2 * np.pi)
-        # phases past the last entry wrap to gray 0 when they are closer to 2 pi
-        top = self.phase_rad[-1]
-        wrap = p > 0.5 * (top + 2 * np.pi)
-        g = np.interp(p, self.phase_rad, self._grid)
-        g = np.where(wrap, 0.0, g)
+        """Nearest 8-bit gray level for each phase (wrapped to [0, 2 pi)); exact, table-accelerated."""
+        if self._bin_gray is None:
+            self._build_bins()
+        p = np.mod(np.asarray(phase_rad, dtype=np.float64), 2 * np.pi)
+        i = np.minimum((p * (_N_BINS / (2 * np.pi))).astype(np.int64), _N_BINS - 1)
+        g = self._bin_gray[i]
+        edge = self._bin_edge[i]                           # bins holding a decision boundary: exact path
+        if edge.any():
+            g[edge] = self._exact_gray(p[edge])
+        return g
+
+    def _exact_gray(self, phase_rad: NDArray) -> NDArray[np.uint8]:
+        """Reference rule: interpolate the gray index, round; phases past the top wrap to 0 when nearer 2 pi."""
+        p = np.mod(phase_rad, 2 * np.pi)                   # idempotent on already-wrapped phases
+        wrap = p > 0.5 * (self.phase_rad[-1] + 2 * np.pi)
+        g = np.where(wrap, 0.0, np.interp(p, self.phase_rad, self._grid))
         return np.clip(np.rint(g), 0, 255).astype(np.uint8)
+
+    def _build_bins(self) -> None:
+        """Gray level of every phase bin of width 2 pi / _N_BINS, and which bins straddle a boundary."""
+        edges = np.arange(_N_BINS + 1) * (2 * np.pi / _N_BINS)
+        at = self._exact_gray(edges)
+        inner = self._exact_gray(np.nextafter(edges[1:], 0))     # just below each bin's upper edge
+        self._bin_gray = at[:-1].copy()
+        # a boundary inside a bin, or on its lower edge (the rounding of x * bins may land either side)
+        self._bin_edge = (at[:-1] != inner) | (at[:-1] != np.roll(inner, 1))
+
+
+#: phase bins of the gray-level lookup (2 pi / 65536 = 1e-4 rad, 250x finer than one gray level)
+_N_BINS = 1 << 16
 
 
 @dataclass
