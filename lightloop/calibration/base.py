@@ -154,7 +154,8 @@ class Routine(ABC):
 ROUTINES: dict[str, type[Routine]] = {}
 
 #: modules that register further routines when imported (the integrated-chip routines go here)
-CALIBRATION_PLUGINS = ("lightloop.calibration.free_space", "lightloop.calibration.chip")
+CALIBRATION_PLUGINS = ("lightloop.calibration.free_space", "lightloop.calibration.chip",
+                       "lightloop.calibration.chip_mesh")
 
 
 def register_routine(cls: type[Routine]) -> type[Routine]:

@@ -352,6 +352,7 @@ class ChipLayer:
                                     # power transmission of the layer, so powers read as if lossless)
     mesh: str = "rectangular"       # 'rectangular' | 'triangular'
     screen: bool = False            # output phase screen present (unitary layers)
+    couplers: NDArray[np.float64] | None = None   # calibrated coupler errors (2, n_mzi) rad: [alpha1, alpha2]
 
     def random_phases(self, rng: np.random.Generator) -> NDArray[np.float64]:
         """Phases of a Haar-random layer (decomposed Haar unitaries; uniform attenuator settings)."""
