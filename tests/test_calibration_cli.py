@@ -83,3 +83,16 @@ def test_console_script_prints_one_line_error(tmp_path):
                        text=True, timeout=120, env=env, cwd=REPO)
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert p.returncode == 2 and len(lines) == 1 and "unknown calibration routine 'telepathy'" in lines[0]
+
+
+def test_calibrate_all_on_the_chip_config_reports_truth_errors(tmp_path, run):
+    p = run("calibrate", "all", "--config", "lab_configs/integrated_chip.yaml", "--json", "--no-progress",
+            "--hidden", "2", "--store", str(tmp_path / "store"), "--option", "mesh_targets=1")
+    assert p.returncode == 0, p.stderr
+    s = json.loads(p.stdout.strip().splitlines()[-1])
+    got = {r["routine"]: r for r in s["routines"]}
+    assert set(got) == {"phase_shifters", "crosstalk", "mesh"} and all(r["status"] == "ok" for r in got.values())
+    for r in got.values():
+        assert r["record"] and all(r["truth_error"]["within_tolerance"].values()), r
+    assert got["phase_shifters"]["plots"] and got["mesh"]["plots"]
+    assert got["phase_shifters"]["measurements"]["acquisitions"] > 0

@@ -51,7 +51,7 @@ from lightloop.calibration.base import CalibrationResult, Counts, Routine, RunCo
 from lightloop.calibration.mesh_fit import fit_mesh, heater_groups, measure_sweeps
 from lightloop.calibration.mesh_model import MeshModel, input_gauge_phi_shift
 from lightloop.calibration.report import register_grader
-from lightloop.physics.mzi import mesh_layout
+from lightloop.physics.mzi import mesh_heater_positions, mesh_layout, thermal_crosstalk
 
 __all__ = ["PhaseShifterRoutine", "CrosstalkRoutine", "first_column_plan", "fit_cosine", "layer_model"]
 
@@ -221,7 +221,11 @@ class PhaseShifterRoutine(Routine):
             bank, cal = lay.bank, lay.bank.cal
             model0 = layer_model(lay)
             k = model0.layout.n_mzi
-            groups = heater_groups(cal.crosstalk, bank.n_channels)
+            # far-apart heaters are swept together; without a designed crosstalk matrix the mesh geometry
+            # (heaters within 3 pitches) decides who is a neighbour
+            pattern = cal.crosstalk if cal.crosstalk is not None else thermal_crosstalk(
+                mesh_heater_positions(model0.layout, out_phase=bool(lay.screen)), 1.0)
+            groups = heater_groups(pattern, bank.n_channels)
             # backgrounds: theta heaters near pi/2 (every MZI mixes, so every phi shifter is visible);
             # the second adds phi heaters near pi (other interference paths)
             bg = np.zeros(bank.n_channels)
@@ -266,6 +270,7 @@ class PhaseShifterRoutine(Routine):
                 "channels": per, "groups": len(groups), "steps": steps, "calibrated": int(bank.n_channels),
                 "of": int(bank.n_channels), "rms_over_rms": fit.nrms, "restarts": fit.restarts,
                 "iterations": fit.iterations, "acquisitions": data.acquisitions, **fit.info}
+            res.plots.append((f"phase_shifters_layer{li}", _plot_fit(fit, groups, li)))
             if fit.nrms > threshold:
                 res.fail(f"layer {li}: global fit residual {fit.nrms:.3g} of the field rms above {threshold} "
                          f"after {fit.restarts + 1} start(s)")
@@ -296,6 +301,18 @@ class PhaseShifterRoutine(Routine):
             lay.bank.cal = ThermoOpticCalibration(new_phi0, new_p_pi, old.resistance_ohm, c)
             if f"alpha_{li}" in arrays:
                 lay.couplers = np.asarray(arrays[f"alpha_{li}"], np.float64).copy()
+
+
+def _plot_fit(fit: Any, groups: list[list[int]], li: int) -> Any:
+    """PNG drawer: fitted phi0 (+- 1 sigma) per channel and the residual of every sweep group."""
+    def draw(fig: Any) -> None:
+        ax1, ax2 = fig.subplots(1, 2)
+        ch = np.arange(fit.phi0.size)
+        ax1.errorbar(ch, _wrap(fit.phi0), yerr=fit.sigma_phi0, fmt=".", ms=3)
+        ax1.set(xlabel="channel [theta..., phi...]", ylabel="phi0 (rad)", title=f"layer {li}: offsets")
+        ax2.bar(np.arange(len(groups)), fit.group_nrms)
+        ax2.set(xlabel="sweep group", ylabel="rms residual / rms |M|", title=f"fit residual (all: {fit.nrms:.4f})")
+    return draw
 
 
 def _wrap(x: NDArray) -> NDArray:

@@ -107,6 +107,18 @@ def self_configure(lay: Any, u_target: NDArray, start: NDArray, passes: int = 2)
     return phases, acq
 
 
+def _plot_fidelity(fu: NDArray, modes: list[str], li: int) -> Any:
+    """PNG drawer: 1 - F_unit per programming mode and target (log scale)."""
+    def draw(fig: Any) -> None:
+        ax = fig.subplots(1, 1)
+        for t in range(fu.shape[0]):
+            ax.semilogy(np.arange(len(modes)), np.maximum(1 - fu[t], 1e-6), "o-", label=f"target {t}")
+        ax.set_xticks(np.arange(len(modes)), [m.replace("_", " ") for m in modes])
+        ax.set(ylabel="1 - F_unit", title=f"layer {li}: fidelity through the HAL")
+        ax.legend()
+    return draw
+
+
 def _without_crosstalk(cal: Any) -> Any:
     from lightloop.hal.phase_shifters import ThermoOpticCalibration
 
@@ -184,6 +196,7 @@ class MeshRoutine(Routine):
                 **{f"F_unit_{m}_min": float(fu[:, i].min()) for i, m in enumerate(modes)},
                 "model_predicted_mean": float(f_model.mean()), "targets": n_targets, "ports": int(lay.n_ports),
                 "self_configure_acquisitions_per_target": int(a_self), "passes": passes}
+            res.plots.append((f"mesh_layer{li}", _plot_fidelity(fu, modes, li)))
             if n_targets and fu[:, 2].min() < f_min:
                 res.fail(f"layer {li}: fidelity F_unit from the calibrated model {fu[:, 2].min():.4f} below {f_min}")
         res.counts = Counts(acquisitions=acq, frames=acq, writes=writes)

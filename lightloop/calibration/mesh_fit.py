@@ -257,9 +257,10 @@ def _lm(prob: _Problem, x: NDArray, sel: NDArray, max_iter: int,
         step = np.zeros_like(x)
         step[free] = sub
         xn = x + step
-        rn = prob.residual(xn, sel)
-        cn = float(np.vdot(rn, rn).real)
-        if cn < cost:
+        with np.errstate(all="ignore"):          # a wild trial step (overflow) is simply rejected
+            rn = prob.residual(xn, sel)
+            cn = float(np.vdot(rn, rn).real)
+        if np.isfinite(cn) and cn < cost:
             done = cost - cn < 1e-6 * cost
             x, cost = xn, cn
             lam = max(lam / 4, 1e-9)
