@@ -142,7 +142,8 @@ def main() -> None:
         summary[name] = {k: {"max": float(np.max([r.get(k, np.nan) for r in rs])), "tolerance": TOLERANCES[f"{name}.{k}"]}
                          for k in keys}
         summary[name]["chips_within_tolerance"] = sum(all(r.get("within_tolerance", {}).values()) for r in rs)
-        summary[name]["acquisitions_per_chip"] = rs[0]["counts"]["acquisitions"]
+        acq = [r["counts"]["acquisitions"] for r in rs]
+        summary[name]["acquisitions_per_chip"] = {"min": int(min(acq)), "max": int(max(acq)), "mean": float(np.mean(acq))}
         summary[name]["seconds_mean"] = float(np.mean([r["seconds"] for r in rs]))
     summary["mesh_fidelity"] = {"F_unit_nominal_min": float(np.min([r["F_unit_nominal_min"] for r in runs]))}
     for m in MODES + ["true"]:

@@ -19,7 +19,11 @@ dropped port. Measuring the whole complex matrix M = diag(g_out) U diag(g_in) on
 receivers (reference-LO interferometer) while every heater is swept, and fitting one physical model of
 the mesh to all acquisitions, identifies every offset, P_pi, crosstalk coefficient and coupler error at
 once, with no error propagation from column to column; the fit is float64 Levenberg-Marquardt with
-analytic Jacobians, a continuation over the sweep range and restarts from jittered guesses.
+analytic Jacobians, a continuation over the sweep range and restarts from jittered guesses. The sweeps run
+over a background with every theta heater at pi/2 (by the current estimate); if the first fit leaves a
+designed coupling >= 1 % with a relative uncertainty above 8 % (or a phi0 above 10 mrad) - an MZI that
+the nominal background left near bar or cross hides its neighbours - the layer is measured and fitted
+once more with the background from the first fit (ps_max_passes, default 2).
 
 Gauge (what is identifiable): the injectors' phases push exactly through the mesh into the phi offsets
 (MZI (m, m+1) sees phi + psi_m - psi_{m+1}) and an output diagonal; the output phases are absorbed by the
@@ -209,8 +213,10 @@ class PhaseShifterRoutine(Routine):
         steps = int(ctx.options.get("ps_steps", 8))
         threshold = float(ctx.options.get("ps_fit_threshold", 0.02))
         sigma_max = float(ctx.options.get("ps_sigma_max_rad", 0.01))
+        xt_sigma_max = float(ctx.options.get("xt_rel_sigma_max", 0.08))   # flagged (reported), not failed
         tries = int(ctx.options.get("ps_tries", 3))
         max_iter = int(ctx.options.get("ps_max_iter", 40))
+        max_passes = int(ctx.options.get("ps_max_passes", 2))
         rng = ctx.rng(11)
         acq = writes = 0
         _all_sources_dark(proc)
@@ -226,19 +232,24 @@ class PhaseShifterRoutine(Routine):
             pattern = cal.crosstalk if cal.crosstalk is not None else thermal_crosstalk(
                 mesh_heater_positions(model0.layout, out_phase=bool(lay.screen)), 1.0)
             groups = heater_groups(pattern, bank.n_channels)
-            # backgrounds: theta heaters near pi/2 (every MZI mixes, so every phi shifter is visible);
-            # the second adds phi heaters near pi (other interference paths)
-            bg = np.zeros(bank.n_channels)
-            bg[:k] = np.mod(np.pi / 2 - cal.phi0[:k], 2 * np.pi) * cal.p_pi_w[:k]
-            bg2 = bg.copy()
-            bg2[k: 2 * k] = np.mod(np.pi - cal.phi0[k: 2 * k], 2 * np.pi) * cal.p_pi_w[k: 2 * k]
-            bgs = [np.minimum(b, 0.5 * bank.p_max_w) for b in (bg, bg2)][: int(ctx.options.get("ps_backgrounds", 1))]
-            data = measure_sweeps(lay, groups, steps, ctx, f"phase_shifters layer {li}", bgs)
-            acq += data.acquisitions
-            writes += data.writes
             rows, cols, vals = _xt_pattern(cal)
-            fit = fit_mesh(model0, data, cal.phi0, cal.p_pi_w, rows, cols, vals, rng, threshold, tries,
-                           max_iter=max_iter)
+            big = np.abs(vals) >= 0.01                       # designed couplings >= 1 % (graded ones)
+            phi0, p_pi, xt = cal.phi0, cal.p_pi_w, vals
+            n_pass = 0
+            for n_pass in range(1, max_passes + 1):
+                # background: theta heaters at pi/2 by the present estimate (every MZI mixes, so every phi
+                # shifter is seen); pass 2 re-measures with the background refined by the pass-1 fit
+                bg = np.zeros(bank.n_channels)
+                bg[:k] = np.minimum(np.mod(np.pi / 2 - phi0[:k], 2 * np.pi) * p_pi[:k], 0.5 * bank.p_max_w[:k])
+                data = measure_sweeps(lay, groups, steps, ctx, f"phase_shifters layer {li} pass {n_pass}", [bg])
+                acq += data.acquisitions
+                writes += data.writes
+                fit = fit_mesh(model0, data, phi0, p_pi, rows, cols, xt, rng, threshold, tries, max_iter=max_iter)
+                phi0, p_pi, xt = fit.phi0, fit.p_pi_w, fit.xt_vals
+                rel_sd = fit.sigma_xt / np.maximum(np.abs(fit.xt_vals), 1e-12)
+                uncertain = np.flatnonzero(big & (rel_sd > xt_sigma_max))
+                if uncertain.size == 0 and fit.sigma_phi0.max() <= sigma_max:
+                    break
             grp_of = np.zeros(bank.n_channels, np.intp)
             for g, members in enumerate(groups):
                 grp_of[members] = g
@@ -267,9 +278,12 @@ class PhaseShifterRoutine(Routine):
             res.arrays[f"g_out_{li}"] = np.stack([fit.g_out.real, fit.g_out.imag])
             res.arrays[f"g_in_{li}"] = fit.g_in
             res.meta["layers"][str(li)] = {
+                "passes": n_pass,
+                "xt_rel_sigma_max": float(rel_sd[big].max()) if big.any() else 0.0,
+                "xt_uncertain": [[int(fit.xt_rows[u]), int(fit.xt_cols[u]), float(rel_sd[u])] for u in uncertain],
                 "channels": per, "groups": len(groups), "steps": steps, "calibrated": int(bank.n_channels),
                 "of": int(bank.n_channels), "rms_over_rms": fit.nrms, "restarts": fit.restarts,
-                "iterations": fit.iterations, "acquisitions": data.acquisitions, **fit.info}
+                "iterations": fit.iterations, **fit.info}
             res.plots.append((f"phase_shifters_layer{li}", _plot_fit(fit, groups, li)))
             if fit.nrms > threshold:
                 res.fail(f"layer {li}: global fit residual {fit.nrms:.3g} of the field rms above {threshold} "

@@ -3,9 +3,9 @@
 Measurement: the forward source is dark and the layer's injector lights the N unit vectors at once (a
 batch of N samples), so one acquisition of the output coherent receivers gives the whole complex matrix
 M = diag(g_out) U diag(g_in). Heaters are swept in groups, in equal steps of POWER from 0 to 98 % of the
-group's smallest limit, over a fixed background of the other heaters (theta heaters near pi/2, so that
-every MZI mixes and every phi shifter is seen; a second background biasing the phi heaters is an option,
-but in the twin it slowed the fit and did not improve the crosstalk coefficients). Two heaters share a
+group's smallest limit, over a fixed background of the other heaters (the caller puts the theta heaters
+near pi/2, so that every MZI mixes and every phi shifter is seen; several backgrounds may be given, but a
+second one biasing the phi heaters slowed the fit without improving the crosstalk). Two heaters share a
 group only if they have no designed crosstalk neighbour in common (and are not neighbours), so every
 victim feels at most one swept aggressor per group and each crosstalk coefficient is identifiable; groups
 of far-apart heaters are swept in parallel (the number of groups hardly grows with N).
@@ -240,8 +240,11 @@ def _lm(prob: _Problem, x: NDArray, sel: NDArray, max_iter: int,
         free: NDArray | None = None) -> tuple[NDArray, float, int, NDArray]:
     """Levenberg-Marquardt on the normal equations (only the `free` parameters move); returns x, cost,
     iterations, final normal matrix."""
-    nm, g, r = prob.normal(x, sel)
+    with np.errstate(all="ignore"):
+        nm, g, r = prob.normal(x, sel)
     cost = float(np.vdot(r, r).real)
+    if not (np.isfinite(cost) and np.all(np.isfinite(nm))):
+        return x, float("inf"), 0, np.zeros_like(nm)
     free = np.arange(x.size) if free is None else free
     lam = 1e-3
     it = 0
@@ -264,7 +267,11 @@ def _lm(prob: _Problem, x: NDArray, sel: NDArray, max_iter: int,
             done = cost - cn < 1e-6 * cost
             x, cost = xn, cn
             lam = max(lam / 4, 1e-9)
-            nm, g, r = prob.normal(x, sel)
+            with np.errstate(all="ignore"):
+                nm_n, g_n, r_n = prob.normal(x, sel)
+            if not np.all(np.isfinite(nm_n)):
+                break
+            nm, g, r = nm_n, g_n, r_n
             if _TRACE:
                 print("  lm accept", it, lam, cost)
             if done:
