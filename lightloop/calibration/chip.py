@@ -429,12 +429,13 @@ class CrosstalkRoutine(Routine):
     Identifiable quantity: with V the only actuator, the shift is C_ij V_j^2 / (R_j P_pi_i); in the HAL's
     convention (nominal R, calibrated P_pi) this gives the EFFECTIVE coefficient C_ij R_i / R_j, which is
     what the bank needs to compensate; it differs from the physical C_ij by the resistance spread (~3 %).
-    Rows of C for other (uncalibrated) heaters keep their designed values."""
+    An independent, tap-based check of the rows phase_shifters fits for these heaters (it overwrites them with
+    its own estimates); the other rows keep the values phase_shifters gave them."""
 
     name = "crosstalk"
     version = "0.1"
     order = 20
-    summary = "thermal crosstalk onto the first-column theta heaters (neighbour driven, fringe shift)"
+    summary = "tap-based check of the crosstalk onto the first-column theta heaters (neighbour driven, fringe shift)"
 
     def applicable(self, proc: Any) -> str | None:
         why = _is_chip(proc)
@@ -504,7 +505,7 @@ class CrosstalkRoutine(Routine):
             res.meta["layers"][str(li)] = {"coefficients": len(vals), "groups": len(plan), "steps": steps,
                                            "victims": sorted({int(r) for r in rows})}
         res.counts = Counts(acquisitions=acq, frames=acq, writes=writes)
-        res.meta["not_calibrated"] = "crosstalk rows of heaters other than the first-column thetas keep design values"
+        res.meta["scope"] = "rows of the first-column theta heaters only; the others keep the phase_shifters fit"
         res.seconds = time.perf_counter() - t0
         return res
 
