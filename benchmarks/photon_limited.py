@@ -2,50 +2,69 @@
 
 The paper's protocol: 784-H-10 sigmoid MLP with biases, MSE, online learning (one sample per trial,
 plain SGD), training error rate = moving average of misclassification over the last 100 trials,
-validation every 500 trials, test error averaged over repetitions. Experiments:
+validation every 500 trials, test error averaged over 10 repetitions. Experiments (--experiments):
 
-  q      stochastic (analog) feedback, every neuron photon-limited, q = 1 ... 1e-4 (+ a long q=1e-4 run)
+  q        stochastic (analog) feedback, every neuron photon-limited, q = 1 ... 1e-4
   qhidden  the same with only the hidden neurons photon-limited (output neurons use their local error)
-  qscale q = 0.01, every neuron photon-limited, for 10x the trials (equal photon budget to q = 0.1)
-  onebit one-bit feedback (sign only, value epsilon), q = 0.1, epsilon = 0.1, H = 500, 1000, 5000
-  noise  one-bit feedback with noise photons n_p around q
-  bench  the free-space SA twin (lab_configs/photon_limited.yaml) through `lightloop train`'s code path
+  qlong    q = 1e-4, every neuron photon-limited, run long enough to learn (--long-trials)
+  onebit   one-bit feedback (sign only, value epsilon), q = 0.1, epsilon = 0.1, H = 500, 1000, 5000
+           (+ the H = 500 readout-only control: q = 0, no hidden learning)
+  noise    one-bit feedback, q = 0.1, with noise photons n_p from 0 to 5 q
+  bench    the free-space SA twin (lab_configs/photon_limited.yaml) through `lightloop train`'s code path
 
-Trial counts are reduced from the paper's to fit a 2-core machine (each configuration stays under
-~5 minutes); the JSON says so per experiment. Tables and PNG plots go to --out.
-Example: python benchmarks/photon_limited.py --out runs/photon_limited
+Engine: `lightloop.simulators.photon_online` (exactly the DigitalProcessor + stochastic_photonic +
+SGD computation with an ideal photon channel, checked against it in tests/test_photon_feedback.py,
+5-20x faster); `--engine hal` runs the same protocol trial by trial through the HAL channel.
+
+Network conventions (--init, --lr-scaling; see lightloop.simulators.photon_online): by default
+weights N(0, 1/fan_in) (LeCun), biases 0, and plain SGD with one learning rate in the paper's range
+(0.001-0.1). `--init fixed --init-scale 0.05 --lr-bit 0.3` is the earlier setting whose one-bit
+result got worse with more hidden units: with plain SGD the output layer's per-trial step grows as
+lr * |h|^2 ~ 0.25 lr H, and at lr = 0.3, H = 5000 it thrashes. `--lr-scaling fan_in` (lr / fan_in per
+layer) removes that growth altogether.
+
+Outputs in --out: report.json, tables.md, <experiment>_runs.csv (one row per run),
+<experiment>.csv (mean +- std), <experiment>.png. Trial counts and repetitions per experiment
+are flags; the JSON records what was run.
+Example: python benchmarks/photon_limited.py --experiments onebit --repeats 10 --out runs/photon_limited
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from lightloop.benches.digital import FeedbackSettings, attach_photon_feedback
-from lightloop.simulators.digital_network import DigitalProcessor
+from lightloop.simulators.photon_online import OnlineSettings, augment, run_online
 from lightloop.training.datasets import Dataset, load_dataset, one_hot
-from lightloop.training.gradients import make_gradient
-from lightloop.training.optimizers import SGD
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def online_run(data: Dataset, hidden: int, trials: int, lr: float, seed: int, *, val_every: int = 500,
-               val_size: int = 1000, init_scale: float = 0.05, **method: Any) -> dict[str, Any]:
-    """One online-learning run with the stochastic_photonic method; the paper's error curves and final test error."""
-    n_train = data.x_train.shape[0] - 10000                     # last 10k of the training set: validation
-    proc = DigitalProcessor((data.n_features, hidden, data.n_classes))
-    fc = attach_photon_feedback(proc, FeedbackSettings(), seed=seed)
+# --- one run --------------------------------------------------------------------------------------
+def online_run_hal(data: Dataset, s: OnlineSettings, trials: int, seed: int, *, val_every: int = 500,
+                   val_size: int = 1000) -> dict[str, Any]:
+    """The same protocol trial by trial through DigitalProcessor + HAL PhotonCountingArray + stochastic_photonic."""
+    from lightloop.benches.digital import FeedbackSettings, attach_photon_feedback
+    from lightloop.simulators.digital_network import DigitalProcessor
+    from lightloop.simulators.photon_online import init_weights, layer_learning_rates
+    from lightloop.training.gradients import make_gradient
+
+    n_train = data.x_train.shape[0] - 10000
+    sizes = (data.n_features, s.hidden, data.n_classes)
+    proc = DigitalProcessor(sizes)
+    attach_photon_feedback(proc, FeedbackSettings(), seed=seed)
     rng = np.random.default_rng(seed)
-    params = proc.init_parameters(rng, init_scale)
-    grad = make_gradient("stochastic_photonic", **method)
-    opt = SGD(lr)
+    params = init_weights(rng, sizes, s.init, s.init_scale)
+    lrs = layer_learning_rates(s.lr, sizes, s.lr_scaling)
+    grad = make_gradient("stochastic_photonic", q=s.q, one_bit=s.one_bit, epsilon=s.epsilon,
+                         noise_rate=s.noise_rate, output_feedback=s.output_feedback)
     targets = one_hot(data.y_train, data.n_classes)
     val_idx = n_train + rng.choice(10000, val_size, replace=False)
     order = np.concatenate([rng.permutation(n_train) for _ in range(trials // n_train + 1)])[:trials]
@@ -56,51 +75,83 @@ def online_run(data: Dataset, hidden: int, trials: int, lr: float, seed: int, *,
     for k, i in enumerate(order):
         res = grad(proc, params, data.x_train[i:i + 1], targets[i:i + 1])
         wrong[k] = res.output[0].argmax() != data.y_train[i]
-        opt.step(params, res.grads)
-        if (k + 1) % val_every == 0:
+        for p, g, lr in zip(params, res.grads, lrs):
+            p -= np.float32(lr) * g
+        if (k + 1) % val_every == 0 or k + 1 == trials:
             out = proc.forward(data.x_train[val_idx]).output
             curve_t.append(k + 1)
-            curve_train.append(float(wrong[max(0, k - 99): k + 1].mean()))   # moving average, last 100 trials
+            curve_train.append(float(wrong[max(0, k - 99): k + 1].mean()))
             curve_val.append(float((out.argmax(1) != data.y_train[val_idx]).mean()))
     seconds = time.perf_counter() - t0
     test_err = float((proc.forward(data.x_test).output.argmax(1) != data.y_test).mean())
-    return {"test_error": test_err, "final_train_error_rate": curve_train[-1] if curve_train else None,
-            "final_validation_error": curve_val[-1] if curve_val else None, "trials": trials,
-            "photons_delivered": grad.delivered, "photons_per_trial": grad.delivered / trials,
-            "seconds": round(seconds, 1), "trials_per_second": round(trials / seconds, 1),
-            "clicks_per_gate": fc.clicks / max(fc.gates, 1),
+    return {"test_error": test_err, "final_train_error_rate": curve_train[-1], "final_validation_error": curve_val[-1],
+            "trials": trials, "seed": seed, "photons_delivered": grad.delivered,
+            "photons_per_trial": grad.delivered / trials, "seconds": round(seconds, 2),
+            "ms_per_trial": round(1000 * seconds / trials, 4), "settings": s.as_dict(), "layer_lr": lrs,
             "curve": {"trial": curve_t, "train_error_rate": curve_train, "validation_error": curve_val}}
 
 
-def _mean(runs: list[dict[str, Any]], key: str) -> float:
-    return float(np.mean([r[key] for r in runs]))
+class Runner:
+    """Runs configurations with repetitions (seeds seed, seed+1, ...), keeps per-run rows and curves."""
+
+    def __init__(self, data: Dataset, a: argparse.Namespace):
+        self.data, self.a = data, a
+        self.xa = augment(data.x_train) if a.engine == "fast" else None
+
+    def settings(self, **kw: Any) -> OnlineSettings:
+        return OnlineSettings(init=self.a.init, lr_scaling=self.a.lr_scaling, init_scale=self.a.init_scale, **kw)
+
+    def run(self, s: OnlineSettings, trials: int, repeats: int, val_every: int | None = None,
+            record_all: bool = True) -> list[dict[str, Any]]:
+        a, d = self.a, self.data
+        ve = val_every or a.val_every
+        runs = []
+        for r in range(repeats):
+            if a.engine == "fast":
+                out = run_online(d.x_train, d.y_train, d.x_test, d.y_test, s, trials, a.seed + r,
+                                 val_every=ve, val_size=a.val_size, xa_train=self.xa, record_all=record_all)
+                out.pop("weights")
+            else:
+                out = online_run_hal(d, s, trials, a.seed + r, val_every=ve, val_size=a.val_size)
+            runs.append(out)
+        return runs
 
 
-def _std(runs: list[dict[str, Any]], key: str) -> float:
-    return float(np.std([r[key] for r in runs])) if len(runs) > 1 else 0.0
+# --- summaries, tables, plots ----------------------------------------------------------------------
+def _stat(runs: list[dict[str, Any]], key: str) -> tuple[float, float]:
+    v = np.array([r[key] for r in runs], float)
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
 
-def _plot_curves(curves: dict[str, dict[str, list]], path: Path, title: str, logx: bool = False) -> None:
-    import matplotlib
+def _summary_row(label: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    te, te_sd = _stat(runs, "test_error")
+    tr, tr_sd = _stat(runs, "final_train_error_rate")
+    late = [float(np.mean(r["curve"]["validation_error"][-max(1, len(r["curve"]["validation_error"]) // 5):]))
+            for r in runs]                                  # validation error averaged over the last 20% of trials
+    lv = (float(np.mean(late)), float(np.std(late, ddof=1)) if len(late) > 1 else 0.0)
+    return {**label, "trials": runs[0]["trials"], "repeats": len(runs), "test_error_mean": te, "test_error_std": te_sd,
+            "late_validation_error_mean": lv[0], "late_validation_error_std": lv[1],
+            "train_error_rate_mean": tr, "train_error_rate_std": tr_sd,
+            "photons_per_trial": _stat(runs, "photons_per_trial")[0],
+            "seconds_per_run": _stat(runs, "seconds")[0], "ms_per_trial": _stat(runs, "ms_per_trial")[0]}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for label, c in curves.items():
-        a1.plot(c["trial"], np.array(c["train_error_rate"]) * 100, label=label, lw=0.8)
-        a2.plot(c["trial"], np.array(c["validation_error"]) * 100, label=label, lw=1.0)
-    for ax, name in ((a1, "training error rate (%, last 100 trials)"), (a2, "validation error (%)")):
-        ax.set_xlabel("trial")
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
-        if logx:
-            ax.set_xscale("log")
-    a2.legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    cols = list(rows[0])
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+
+
+def _run_rows(label: dict[str, Any], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**label, "seed": r["seed"], "trials": r["trials"], "test_error": r["test_error"],
+             "final_train_error_rate": r["final_train_error_rate"],
+             "final_validation_error": r["final_validation_error"], "photons_per_trial": r["photons_per_trial"],
+             "seconds": r["seconds"]} for r in runs]
 
 
 def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
@@ -111,105 +162,144 @@ def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _collapse(curves: dict[str, dict[str, list]], qs: dict[str, float]) -> list[dict[str, Any]]:
-    """Validation error at equal photon budgets: q at trial t against q=1 at trial q*t (same photons per neuron)."""
-    rows = []
-    base = next((c for k, c in curves.items() if qs[k] == 1.0), None)
-    if base is None:
-        return rows
-    at = dict(zip(base["trial"], base["validation_error"]))
-    for label, c in curves.items():
-        q = qs[label]
-        if q == 1.0:
-            continue
-        for t, v in zip(c["trial"], c["validation_error"]):
-            tq = round(t * q, 6)
-            if float(tq).is_integer() and int(tq) in at:
-                rows.append({"q": q, "trial": t, "validation_error": v, "q1_trial_same_photons": int(tq),
-                             "q1_validation_error": at[int(tq)]})
-    return rows
+def _pct(m: float, s: float) -> str:
+    return f"{100 * m:.1f} +- {100 * s:.1f}"
 
 
-def exp_q(data: Dataset, a: argparse.Namespace, out: Path, output_feedback: bool = True) -> dict[str, Any]:
-    rows, curves, qs = [], {}, {}
-    plan = [(1.0, a.trials), (0.1, a.trials), (1e-2, a.trials), (1e-3, a.trials), (1e-4, a.trials)]
-    if output_feedback:
-        plan.append((1e-4, a.long_trials))
-    for q, trials in plan:
-        runs = [online_run(data, 500, trials, a.lr_q, a.seed + r, q=q, output_feedback=output_feedback)
-                for r in range(a.repeats if trials == a.trials else 1)]
-        label = f"q={q:g}, {trials} trials"
-        curves[label] = runs[0]["curve"]
-        qs[label] = q
-        rows.append({"q": q, "trials": trials, "repeats": len(runs), "test_error": _mean(runs, "test_error"),
-                     "test_error_std": _std(runs, "test_error"), "photons_per_trial": _mean(runs, "photons_per_trial"),
-                     "photons_total": _mean(runs, "photons_delivered"), "seconds": _mean(runs, "seconds")})
-        print(f"[q] {label}: test error {rows[-1]['test_error']:.4f}", file=sys.stderr, flush=True)
+def _plot(groups: dict[str, list[dict[str, Any]]], path: Path, title: str, logx: bool = False,
+          smooth: int = 1) -> None:
+    """Training error rate and validation error per group: mean over repetitions, band = +-1 std."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, runs in groups.items():
+        t = np.array(runs[0]["curve"]["trial"])
+        for ax, key in ((a1, "train_error_rate"), (a2, "validation_error")):
+            v = np.array([r["curve"][key] for r in runs]) * 100
+            if key == "train_error_rate" and smooth > 1 and v.shape[1] >= smooth:
+                k = np.ones(smooth) / smooth
+                norm = np.convolve(np.ones(v.shape[1]), k, mode="same")     # edge-corrected running mean
+                v = np.array([np.convolve(row, k, mode="same") / norm for row in v])
+            m = v.mean(0)
+            line, = ax.plot(t, m, lw=1.0, label=f"{label} (n={len(runs)})")
+            if len(runs) > 1:
+                sd = v.std(0, ddof=1)
+                ax.fill_between(t, m - sd, m + sd, color=line.get_color(), alpha=0.15, lw=0)
+    a1_name = "train error rate (%, last 100 trials)" + ("*" if smooth > 1 else "")
+    for ax, name in ((a1, a1_name), (a2, "validation error (%, 1000 images)")):
+        ax.set_xlabel("trial")
+        ax.set_ylabel(name)
+        ax.axhline(90, color="grey", lw=0.6, ls=":")
+        ax.grid(alpha=0.3)
+        ax.set_ylim(0, 100)
+        if logx:
+            ax.set_xscale("log")
+    a2.legend(fontsize=7)
+    note = f"; *running mean over {smooth} checkpoints" if smooth > 1 else ""
+    fig.suptitle(f"{title}\nmean over repetitions, band = +-1 std{note}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _finish(name: str, out: Path, groups: dict[str, list[dict[str, Any]]], labels: dict[str, dict[str, Any]],
+            title: str, extra: dict[str, Any], logx: bool = False, smooth: int = 1) -> dict[str, Any]:
+    rows = [_summary_row(labels[g], runs) for g, runs in groups.items()]
+    per_run = [row for g, runs in groups.items() for row in _run_rows(labels[g], runs)]
+    _write_csv(out / f"{name}.csv", rows)
+    _write_csv(out / f"{name}_runs.csv", per_run)
+    _plot(groups, out / f"{name}.png", title, logx=logx, smooth=smooth)
+    cols = [*next(iter(labels.values())).keys(), "trials", "repeats", "test_error_mean", "test_error_std",
+            "late_validation_error_mean", "late_validation_error_std", "train_error_rate_mean", "photons_per_trial",
+            "seconds_per_run"]
+    return {"rows": rows, "table": _table(rows, cols), "png": str(out / f"{name}.png"), "title": title,
+            "csv": str(out / f"{name}.csv"), "runs_csv": str(out / f"{name}_runs.csv"),
+            "curves": {g: [r["curve"] for r in runs] for g, runs in groups.items()}, **extra}
+
+
+# --- experiments -------------------------------------------------------------------------------------
+QS = (1.0, 0.1, 1e-2, 1e-3, 1e-4)
+
+
+def exp_q(R: Runner, out: Path, output_feedback: bool = True) -> dict[str, Any]:
+    a = R.a
+    groups, labels = {}, {}
+    for q in QS:
+        g = f"q={q:g}"
+        groups[g] = R.run(R.settings(hidden=500, q=q, lr=a.lr_q, output_feedback=output_feedback), a.trials, a.repeats)
+        labels[g] = {"q": q}
+        print(f"[q{'': <1}{'all' if output_feedback else 'hidden'}] {g}: test error "
+              f"{_pct(*_stat(groups[g], 'test_error'))}%", file=sys.stderr, flush=True)
     name = "q_sweep" if output_feedback else "q_sweep_hidden_only"
-    who = "every neuron" if output_feedback else "hidden neurons"
-    _plot_curves(curves, out / f"{name}.png", f"stochastic feedback, 784-500-10, {who} photon-limited", logx=True)
-    return {"rows": rows, "table": _table(rows, ["q", "trials", "repeats", "test_error", "test_error_std",
-                                                 "photons_per_trial", "photons_total"]),
-            "equal_photon_budget": _collapse(curves, qs), "curves": curves,
-            "png": str(out / f"{name}.png"), "lr": a.lr_q, "one_bit": False, "output_feedback": output_feedback,
-            "paper_trials": "not stated in the text we could read; Fig. 2c runs until convergence",
-            "note": f"trials reduced to {a.trials} per q" + (f" and {a.long_trials} for the long q=1e-4 run"
-                                                              if output_feedback else "")
-                    + " (training split: first 50k MNIST images; validation: 1000 of the last 10k every 500 trials)"}
+    who = "every neuron" if output_feedback else "hidden neurons only"
+    return _finish(name, out, groups, labels, f"analog stochastic feedback, 784-500-10, {who} photon-limited, "
+                   f"lr={a.lr_q:g}", {"lr": a.lr_q, "one_bit": False, "output_feedback": output_feedback}, logx=True)
 
 
-def exp_qscale(data: Dataset, a: argparse.Namespace, out: Path) -> dict[str, Any]:
-    """Every neuron photon-limited at q = 0.01 for 10x the trials of the q sweep: does it learn as q=0.1 / q=1 did?"""
-    q, trials = 0.01, a.scale_trials
-    run = online_run(data, 500, trials, a.lr_q, a.seed, q=q, output_feedback=True)
-    c = run["curve"]
-    at = {t: v for t, v in zip(c["trial"], c["validation_error"])}
-    marks = [t for t in (20000, 50000, 100000, 150000, 200000, trials) if t in at]
-    print(f"[qscale] q={q}, {trials} trials: test error {run['test_error']:.4f}", file=sys.stderr, flush=True)
-    _plot_curves({f"q={q:g}, {trials} trials": c}, out / "q_scale.png", "every neuron photon-limited, q = 0.01")
-    return {"q": q, "trials": trials, "test_error": run["test_error"], "photons_total": run["photons_delivered"],
-            "validation_error_at": {str(t): at[t] for t in sorted(set(marks))}, "seconds": run["seconds"],
-            "png": str(out / "q_scale.png"), "lr": a.lr_q, "output_feedback": True,
-            "note": "same photon budget as q=0.1 at trials/10 and q=1 at trials/100"}
+def exp_qlong(R: Runner, out: Path) -> dict[str, Any]:
+    a = R.a
+    q = 1e-4
+    t0 = time.perf_counter()
+    runs = R.run(R.settings(hidden=500, q=q, lr=a.lr_q, output_feedback=True), a.long_trials, a.long_repeats,
+                 val_every=max(a.long_trials // 200, 500), record_all=False)
+    groups, labels = {f"q={q:g}": runs}, {f"q={q:g}": {"q": q}}
+    c = runs[0]["curve"]
+    marks = sorted({t for t in c["trial"] if t in {int(a.long_trials * f) for f in (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)}})
+    at = {str(t): [float(r["curve"]["validation_error"][r["curve"]["trial"].index(t)]) for r in runs] for t in marks}
+    print(f"[qlong] q={q:g}, {a.long_trials} trials: test error {_pct(*_stat(runs, 'test_error'))}%",
+          file=sys.stderr, flush=True)
+    return _finish("q_long", out, groups, labels, f"q = 1e-4, every neuron photon-limited, analog, lr={a.lr_q:g}",
+                   {"lr": a.lr_q, "output_feedback": True, "validation_error_at": at,
+                    "wall_seconds": round(time.perf_counter() - t0, 1)}, logx=True, smooth=21)
 
 
-def exp_onebit(data: Dataset, a: argparse.Namespace, out: Path) -> dict[str, Any]:
-    rows, curves = [], {}
-    for h in (500, 1000, 5000):
-        reps = a.repeats if h < 5000 else 1
-        runs = [online_run(data, h, a.onebit_trials, a.lr_bit, a.seed + r, q=0.1, one_bit=True, epsilon=0.1)
-                for r in range(reps)]
-        curves[f"H={h}"] = runs[0]["curve"]
-        rows.append({"hidden": h, "trials": a.onebit_trials, "repeats": reps, "test_error": _mean(runs, "test_error"),
-                     "test_error_std": _std(runs, "test_error"),
-                     "final_train_error_rate": _mean(runs, "final_train_error_rate"), "seconds": _mean(runs, "seconds")})
-        print(f"[onebit] H={h}: test error {rows[-1]['test_error']:.4f}", file=sys.stderr, flush=True)
-    _plot_curves(curves, out / "one_bit_hidden.png", "one-bit feedback, q = 0.1, epsilon = 0.1")
-    errs = [r["test_error"] for r in rows]
-    return {"rows": rows, "table": _table(rows, ["hidden", "trials", "repeats", "test_error", "test_error_std",
-                                                 "final_train_error_rate", "seconds"]),
-            "png": str(out / "one_bit_hidden.png"), "q": 0.1, "epsilon": 0.1, "lr": a.lr_bit,
-            "more_hidden_lower_error": bool(errs[0] > errs[1] > errs[2]),
-            "note": f"{a.onebit_trials} trials per run (reduced; 5000 hidden units cost ~10x per trial); hidden "
-                    "neurons photon-limited, output neurons use their local error (one-bit output units cannot "
-                    "converge with sigmoid+MSE)"}
+def exp_onebit(R: Runner, out: Path) -> dict[str, Any]:
+    a = R.a
+    widths = [int(h) for h in a.hidden_sizes.split(",")]
+    reps = [int(r) for r in a.onebit_repeats.split(",")] if a.onebit_repeats else [a.repeats] * len(widths)
+    if len(reps) != len(widths):
+        raise SystemExit("--onebit-repeats: one count per hidden size")
+    groups, labels = {}, {}
+    for h, n in zip(widths, reps):
+        g = f"H={h}"
+        groups[g] = R.run(R.settings(hidden=h, q=0.1, one_bit=True, epsilon=0.1, lr=a.lr_bit), a.onebit_trials, n)
+        labels[g] = {"hidden": h, "q": 0.1}
+        print(f"[onebit] {g}: test error {_pct(*_stat(groups[g], 'test_error'))}%", file=sys.stderr, flush=True)
+    if a.onebit_control:
+        g = f"H={widths[0]}, readout only (q=0)"
+        groups[g] = R.run(R.settings(hidden=widths[0], q=0.0, one_bit=True, epsilon=0.1, lr=a.lr_bit),
+                          a.onebit_trials, reps[0])
+        labels[g] = {"hidden": widths[0], "q": 0.0}
+        print(f"[onebit] {g}: test error {_pct(*_stat(groups[g], 'test_error'))}%", file=sys.stderr, flush=True)
+    means = [_stat(groups[f"H={h}"], "test_error")[0] for h in widths]
+    return _finish("one_bit_hidden", out, groups, labels,
+                   f"one-bit feedback, q = 0.1, epsilon = 0.1, lr={a.lr_bit:g}, hidden neurons photon-limited",
+                   {"q": 0.1, "epsilon": 0.1, "lr": a.lr_bit,
+                    "more_hidden_lower_error": bool(all(x > y for x, y in zip(means, means[1:]))),
+                    "note": "hidden neurons photon-limited; output neurons use their local error (one-bit "
+                            "updates of sigmoid+MSE output units cannot converge: a non-target output's error "
+                            "never changes sign)"}, smooth=11)
 
 
-def exp_noise(data: Dataset, a: argparse.Namespace, out: Path) -> dict[str, Any]:
+def exp_noise(R: Runner, out: Path) -> dict[str, Any]:
+    a = R.a
     q = 0.1
-    rows, curves = [], {}
-    for n_p in (0.0, 0.02, 0.05, 0.1, 0.2, 0.5):
-        runs = [online_run(data, 500, a.noise_trials, a.lr_bit, a.seed + r, q=q, one_bit=True, epsilon=0.1,
-                           noise_rate=n_p) for r in range(a.repeats)]
-        curves[f"n_p={n_p:g}"] = runs[0]["curve"]
-        rows.append({"n_p": n_p, "n_p_over_q": n_p / q, "trials": a.noise_trials, "repeats": len(runs),
-                     "test_error": _mean(runs, "test_error"), "test_error_std": _std(runs, "test_error")})
-        print(f"[noise] n_p={n_p}: test error {rows[-1]['test_error']:.4f}", file=sys.stderr, flush=True)
-    _plot_curves(curves, out / "noise_photons.png", "one-bit feedback with noise photons, q = 0.1")
-    return {"rows": rows, "table": _table(rows, ["n_p", "n_p_over_q", "trials", "repeats", "test_error",
-                                                 "test_error_std"]),
-            "png": str(out / "noise_photons.png"), "q": q, "epsilon": 0.1, "lr": a.lr_bit,
-            "note": f"{a.noise_trials} trials per run (reduced)"}
+    groups, labels = {}, {}
+    plan = [(q, n_p) for n_p in (0.0, 0.02, 0.05, 0.1, 0.2, 0.5)] + [(0.0, 0.0), (0.0, 0.1)]
+    for qq, n_p in plan:
+        g = f"n_p={n_p:g}" if qq else f"q=0 (no signal), n_p={n_p:g}"
+        groups[g] = R.run(R.settings(hidden=500, q=qq, one_bit=True, epsilon=0.1, noise_rate=n_p, lr=a.lr_bit),
+                          a.noise_trials, a.repeats)
+        labels[g] = {"q": qq, "n_p": n_p, "n_p_over_q": n_p / qq if qq else float("inf")}
+        print(f"[noise] {g}: test error {_pct(*_stat(groups[g], 'test_error'))}%", file=sys.stderr, flush=True)
+    return _finish("noise_photons", out, groups, labels, f"one-bit feedback with noise photons, q = 0.1, lr={a.lr_bit:g}",
+                   {"q": q, "epsilon": 0.1, "lr": a.lr_bit,
+                    "note": "hidden neurons photon-limited (one bit), output neurons learn from their local error; "
+                            "the q=0 rows are the controls: readout-only learning (no photons) and noise photons only"},
+                   smooth=11)
 
 
 def exp_bench(a: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -227,44 +317,87 @@ def exp_bench(a: argparse.Namespace, out: Path) -> dict[str, Any]:
         rows.append({"q": q, "one_bit": one_bit, "epochs": a.bench_epochs, "test_accuracy": s["test_accuracy"],
                      "clicks_per_gate": s["feedback_clicks_per_gate"]})
         print(f"[bench] q={q} one_bit={one_bit}: test accuracy {s['test_accuracy']:.4f}", file=sys.stderr, flush=True)
+    _write_csv(out / "bench.csv", rows)
     return {"rows": rows, "table": _table(rows, ["q", "one_bit", "epochs", "test_accuracy", "clicks_per_gate"]),
             "config": "lab_configs/photon_limited.yaml", "dataset": "digits",
             "note": "free-space SA twin (realistic imperfections), pump-probe backward errors at the vapor cell sent "
                     "through the photon-counting twin (eta 0.9, dark 1e-4, polarisation error 0.01), Adam"}
 
 
+_PLOTS = {"q": ("q_sweep", True, 1), "qhidden": ("q_sweep_hidden_only", True, 1), "qlong": ("q_long", True, 21),
+          "onebit": ("one_bit_hidden", False, 11), "noise": ("noise_photons", False, 11)}
+
+
+def replot(out: Path) -> None:
+    """Redraw every experiment's PNG from the curves saved in out/report.json (same titles as the run)."""
+    report = json.loads((out / "report.json").read_text())
+    for e, (name, logx, smooth) in _PLOTS.items():
+        if e in report and "curves" in report[e]:
+            groups = {g: [{"curve": c} for c in cs] for g, cs in report[e]["curves"].items()}
+            title = report[e].get("title") or name
+            _plot(groups, out / f"{name}.png", title, logx=logx, smooth=smooth)
+            rows = []
+            for g, cs in report[e]["curves"].items():
+                late = [float(np.mean(c["validation_error"][-max(1, len(c["validation_error"]) // 5):])) for c in cs]
+                rows.append({"group": g, "repeats": len(cs), "late_validation_error_mean": float(np.mean(late)),
+                             "late_validation_error_std": float(np.std(late, ddof=1)) if len(late) > 1 else 0.0})
+            _write_csv(out / f"{name}_late_validation.csv", rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--experiments", default="q,qhidden,qscale,onebit,noise,bench")
+    ap.add_argument("--experiments", default="q,qhidden,qlong,onebit,noise,bench")
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=Path("runs/photon_limited"))
-    ap.add_argument("--trials", type=int, default=20000, help="trials per q in the q sweep")
-    ap.add_argument("--long-trials", type=int, default=100000, help="trials of the long q=1e-4 run")
-    ap.add_argument("--scale-trials", type=int, default=200000, help="trials of the q=0.01 scaling run")
-    ap.add_argument("--onebit-trials", type=int, default=10000)
-    ap.add_argument("--noise-trials", type=int, default=10000)
+    ap.add_argument("--engine", choices=("fast", "hal"), default="fast")
+    ap.add_argument("--repeats", type=int, default=10, help="repetitions averaged (the paper: 10)")
+    ap.add_argument("--trials", type=int, default=20000, help="trials per q in the q sweeps")
+    ap.add_argument("--long-trials", type=int, default=10_000_000, help="trials of the q=1e-4 run")
+    ap.add_argument("--long-repeats", type=int, default=1)
+    ap.add_argument("--onebit-trials", type=int, default=50000)
+    ap.add_argument("--onebit-repeats", default="10,10,5", help="repetitions per hidden size ('' = --repeats each)")
+    ap.add_argument("--onebit-control", type=int, default=1, help="also run the readout-only control (q=0)")
+    ap.add_argument("--hidden-sizes", default="500,1000,5000")
+    ap.add_argument("--noise-trials", type=int, default=20000)
     ap.add_argument("--bench-epochs", type=int, default=10)
-    ap.add_argument("--repeats", type=int, default=1, help="repetitions averaged (the paper: 10)")
+    ap.add_argument("--init", choices=("fixed", "fan_in"), default="fan_in")
+    ap.add_argument("--init-scale", type=float, default=0.05, help="std of every weight for --init fixed")
+    ap.add_argument("--lr-scaling", choices=("none", "fan_in"), default="none")
     ap.add_argument("--lr-q", type=float, default=0.1)
-    ap.add_argument("--lr-bit", type=float, default=0.3)
+    ap.add_argument("--lr-bit", type=float, default=0.03)
+    ap.add_argument("--val-every", type=int, default=500)
+    ap.add_argument("--val-size", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--replot", action="store_true", help="only redraw the PNGs from --out/report.json")
     a = ap.parse_args()
+    if a.replot:
+        replot(a.out)
+        return
     a.out.mkdir(parents=True, exist_ok=True)
     exps = [e.strip() for e in a.experiments.split(",") if e.strip()]
     t0 = time.perf_counter()
     report: dict[str, Any] = {"benchmark": "photon_limited", "paper": "Zarkeshian et al., Sci. Rep. 12, 20720 (2022)",
                               "network": "784-H-10 sigmoid, biases, MSE, online SGD (batch 1)",
-                              "repeats": a.repeats, "paper_repeats": 10}
-    data = load_dataset("mnist", a.data_dir) if set(exps) & {"q", "qhidden", "qscale", "onebit", "noise"} else None
-    runners = {"qscale": lambda: exp_qscale(data, a, a.out), "q": lambda: exp_q(data, a, a.out), "qhidden": lambda: exp_q(data, a, a.out, output_feedback=False),
-               "onebit": lambda: exp_onebit(data, a, a.out),
-               "noise": lambda: exp_noise(data, a, a.out), "bench": lambda: exp_bench(a, a.out)}
+                              "command": " ".join(sys.argv), "engine": a.engine, "init": a.init,
+                              "lr_scaling": a.lr_scaling, "repeats": a.repeats, "paper_repeats": 10}
+    needs_data = set(exps) & {"q", "qhidden", "qlong", "onebit", "noise"}
+    R = Runner(load_dataset("mnist", a.data_dir), a) if needs_data else None
+    runners: dict[str, Callable[[], dict[str, Any]]] = {
+        "q": lambda: exp_q(R, a.out), "qhidden": lambda: exp_q(R, a.out, output_feedback=False),
+        "qlong": lambda: exp_qlong(R, a.out), "onebit": lambda: exp_onebit(R, a.out),
+        "noise": lambda: exp_noise(R, a.out), "bench": lambda: exp_bench(a, a.out)}
+    unknown = [e for e in exps if e not in runners]
+    if unknown:
+        raise SystemExit(f"unknown experiments {unknown}; choose from {', '.join(runners)}")
     for e in exps:
+        t1 = time.perf_counter()
         report[e] = runners[e]()
+        report[e]["experiment_wall_seconds"] = round(time.perf_counter() - t1, 1)
         (a.out / "report.json").write_text(json.dumps(report, indent=1))
     report["wall_seconds"] = round(time.perf_counter() - t0, 1)
     (a.out / "report.json").write_text(json.dumps(report, indent=1))
-    print(json.dumps({k: ({kk: vv for kk, vv in v.items() if kk not in ("table", "curves")}
+    (a.out / "tables.md").write_text("\n\n".join(f"## {e}\n\n{report[e]['table']}" for e in exps) + "\n")
+    print(json.dumps({k: ({kk: vv for kk, vv in v.items() if kk not in ("table", "curves", "rows")}
                           if isinstance(v, dict) else v) for k, v in report.items()}))
 
 

@@ -244,3 +244,88 @@ def test_cli_rejects_unknown_gradient_option(tmp_path):
 
     with pytest.raises(ConfigError, match="not accepted"):
         run_training(_train_args(tmp_path, "digital_mlp.yaml", "--dataset", "digits", "--gradient-option", "qq=1"))
+
+
+# --- fast online engine (benchmarks/photon_limited.py) against the HAL path ---------------------
+def _hal_run(one_bit: bool, output_feedback: bool, order, q: float = 1.0, n_p: float = 0.0):
+    data = load_dataset("digits")
+    p = DigitalProcessor((64, 16, 10))
+    attach_photon_feedback(p, FeedbackSettings(), seed=0)
+    params = p.init_parameters(np.random.default_rng(0), 0.3)
+    w0 = [w.copy() for w in params]
+    m = make_gradient("stochastic_photonic", q=q, one_bit=one_bit, epsilon=0.1, noise_rate=n_p,
+                      output_feedback=output_feedback)
+    opt, t = SGD(0.5), one_hot(data.y_train, 10)
+    p.program(params)
+    for i in order:
+        opt.step(params, m(p, params, data.x_train[i:i + 1], t[i:i + 1]).grads)
+    return data, w0, params, m
+
+
+@pytest.mark.parametrize("one_bit,output_feedback", [(False, False), (False, True), (True, False), (True, True)])
+def test_fast_online_engine_equals_hal_path_at_q1(one_bit, output_feedback):
+    from lightloop.simulators.photon_online import OnlineSettings, PhotonOnlineNet, augment
+
+    order = np.random.default_rng(1).integers(0, 1000, 150)
+    data, w0, ref, _ = _hal_run(one_bit, output_feedback, order)
+    s = OnlineSettings(hidden=16, q=1.0, one_bit=one_bit, epsilon=0.1, output_feedback=output_feedback, lr=0.5)
+    net = PhotonOnlineNet([w.copy() for w in w0], s, np.random.default_rng(0))
+    net.train_block(augment(data.x_train)[order], np.eye(10, dtype=np.float32)[data.y_train[order]],
+                    data.y_train[order])
+    for a, b, c in zip(net.weights, ref, w0):
+        assert np.abs(b - c).max() > 0.05                 # the reference did learn
+        assert np.allclose(a, b, atol=2e-5)
+
+
+def test_fast_online_engine_photon_statistics_match_hal_path():
+    from lightloop.simulators.photon_online import OnlineSettings, PhotonOnlineNet, augment
+
+    q, n_p = 0.3, 0.1
+    order = np.random.default_rng(2).integers(0, 1000, 300)
+    data, w0, _, m = _hal_run(True, True, order, q=q, n_p=n_p)
+    s = OnlineSettings(hidden=16, q=q, one_bit=True, epsilon=0.1, noise_rate=n_p, output_feedback=True, lr=0.5)
+    net = PhotonOnlineNet([w.copy() for w in w0], s, np.random.default_rng(3))
+    net.train_block(augment(data.x_train)[order], np.eye(10, dtype=np.float32)[data.y_train[order]],
+                    data.y_train[order])
+    n = 300 * 26
+    expect = q * (1 - n_p) + (1 - q) * n_p + q * n_p / 2   # signal and opposite noise photon read 0
+    sd = np.sqrt(expect * (1 - expect) / n)
+    assert abs(m.delivered / n - expect) < 5 * sd
+    assert abs(net.stats.photons / n - expect) < 5 * sd
+
+
+def test_fast_online_engine_batched_forwards_are_exact():
+    """Sparse photons: batching the forwards between photon trials gives the trial-by-trial result exactly."""
+    from lightloop.simulators.photon_online import OnlineSettings, PhotonOnlineNet, augment, init_weights
+
+    data = load_dataset("digits")
+    order = np.random.default_rng(4).integers(0, 1000, 400)
+    xa, t = augment(data.x_train)[order], np.eye(10, dtype=np.float32)[data.y_train[order]]
+    s = OnlineSettings(hidden=16, q=0.01, output_feedback=True, lr=2.0, init="fan_in")
+    w0 = init_weights(np.random.default_rng(0), (64, 16, 10), "fan_in")
+    out = []
+    for frac in (-1.0, 2.0):                               # force trial-by-trial, then batched
+        net = PhotonOnlineNet([w.copy() for w in w0], s, np.random.default_rng(5), dense_fraction=frac)
+        wrong = net.train_block(xa, t, data.y_train[order])
+        out.append((net.weights, wrong, net.stats.events))
+    rec = np.arange(400) % 100 >= 80                       # only some trials' errors recorded: same weights
+    net = PhotonOnlineNet([w.copy() for w in w0], s, np.random.default_rng(5), dense_fraction=2.0)
+    wrong = net.train_block(xa, t, data.y_train[order], rec)
+    out.append((net.weights, wrong, net.stats.events))
+    assert 0 < out[1][2] < 400 and out[0][2] == out[1][2] == out[2][2]
+    assert np.array_equal(out[0][1], out[1][1]) and np.array_equal(out[0][1][rec], out[2][1][rec])
+    for a, b, b2, c in zip(out[0][0], out[1][0], out[2][0], w0):
+        assert np.abs(a - c).max() > 0 and np.allclose(a, b, atol=1e-6) and np.allclose(a, b2, atol=1e-6)
+
+
+def test_fan_in_init_and_learning_rates():
+    from lightloop.simulators.photon_online import init_weights, layer_learning_rates
+
+    w = init_weights(np.random.default_rng(0), (400, 2000, 10), "fan_in")
+    assert abs(w[0][:, :-1].std() - 1 / np.sqrt(400)) < 2e-3 and abs(w[1][:, :-1].std() - 1 / np.sqrt(2000)) < 2e-3
+    assert not w[0][:, -1].any() and not w[1][:, -1].any()       # biases start at 0
+    fixed = init_weights(np.random.default_rng(0), (3, 4, 2), "fixed", 0.05)
+    ref = DigitalProcessor((3, 4, 2)).init_parameters(np.random.default_rng(0), 0.05)
+    assert all(np.array_equal(a, b) for a, b in zip(fixed, ref))
+    assert layer_learning_rates(0.1, (784, 500, 10)) == [0.1, 0.1]
+    assert np.allclose(layer_learning_rates(10.0, (784, 500, 10), "fan_in"), [10 / 785, 10 / 501])
