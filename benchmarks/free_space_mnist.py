@@ -39,6 +39,11 @@ def run_one(a: argparse.Namespace, data: Dataset, seed: int) -> dict[str, Any]:
         cfg.processor.input_field_scale = a.input_field_scale
     if a.max_weight is not None:
         cfg.processor.weights.max_weight = a.max_weight
+    if a.error_readout is not None:
+        cfg.processor.error_readout = a.error_readout
+    elif not a.realistic:
+        cfg.processor.error_readout = "single"  # noise-free twin: the differential probe changes nothing but the cost
+    cfg.processor.error_averages = a.error_averages
     proc = build_processor(cfg, data.n_features, data.n_classes,
                            BuildOverrides(hidden=a.hidden, ideal=not a.realistic, optical_depth=a.optical_depth))
     calibration: dict[str, Any] | None = None
@@ -56,7 +61,7 @@ def run_one(a: argparse.Namespace, data: Dataset, seed: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     res = trainer.fit(data)
     return {
-        "seed": seed, "input_field_scale": cfg.processor.input_field_scale, "max_weight": cfg.processor.weights.max_weight,
+        "seed": seed, "input_field_scale": cfg.processor.input_field_scale, "error_readout": cfg.processor.error_readout, "max_weight": cfg.processor.weights.max_weight,
         **res.summary(), "calibration": calibration,
         "test_accuracy_by_epoch": [round(h["test_accuracy"], 4) for h in res.history],
         "train_accuracy_by_epoch": [round(h["train_accuracy"], 4) for h in res.history],
@@ -81,6 +86,10 @@ def main() -> None:
     ap.add_argument("--max-weight", type=float, default=None, help="largest |W| (amplifier gain x efficiency)")
     ap.add_argument("--realistic", action="store_true", help="imperfections and noise on (default: ideal)")
     ap.add_argument("--calibrate", action="store_true", help="calibrate the bench through the HAL before training")
+    ap.add_argument("--error-readout", choices=["single", "differential"], default=None,
+                    help="differential: probe +delta and -delta (cancels error-detector offsets); default: the "
+                         "config's value with --realistic, single on the noise-free ideal twin")
+    ap.add_argument("--error-averages", type=int, default=1, help="backward acquisitions averaged per step")
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
@@ -95,6 +104,7 @@ def main() -> None:
         "benchmark": "free_space_mnist", "layer_sizes": runs[0]["layer_sizes"], "optical_depth": a.optical_depth,
         "gradient": a.gradient, "loss": a.loss, "input_field_scale": runs[0]["input_field_scale"],
         "max_weight": runs[0]["max_weight"], "mode": "realistic" if a.realistic else "ideal", "calibrated": a.calibrate,
+        "error_readout": runs[0]["error_readout"], "error_averages": a.error_averages,
         "lr": a.lr, "batch_size": a.batch_size, "init_scale": a.init_scale, "epochs": a.epochs,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }

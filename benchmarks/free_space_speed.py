@@ -96,6 +96,7 @@ def main() -> None:
     data = load_dataset("mnist", a.data_dir)
     t_all = one_hot(data.y_train, 10)
     cfg = load_config(default_config_path())
+    cfg.processor.error_readout = "single"  # noise-free ideal twin: the differential probe would only double the cost
     proc = build_processor(cfg, 784, 10, BuildOverrides(hidden=[HIDDEN], ideal=True, optical_depth=A0))
 
     # epochs of the three implementations are interleaved so that each sees the same machine conditions

@@ -242,3 +242,49 @@ def test_gray_level_lookup_table_equals_reference_rule(lut_seed):
     p = np.concatenate([rng.uniform(-20, 20, 20000), lut.phase_rad, -lut.phase_rad, mid, -mid, mid + 2 * np.pi,
                         np.nextafter(mid, 0), np.nextafter(mid, 9), [wrap_mid, np.nextafter(wrap_mid, 0), 0.0, 2 * np.pi]])
     np.testing.assert_array_equal(lut.gray_for_phase(p), lut._exact_gray(p))
+
+
+def test_error_averaging_cuts_backward_detector_noise_as_one_over_sqrt_n(make_bench, rng):
+    """error_averages: n backward acquisitions per tap; noise std falls ~1/sqrt(n), ideal results unchanged."""
+    x = rng.random((64, 12)).astype(np.float32)
+    d = rng.standard_normal((64, 5)).astype(np.float32)
+    ideal = make_bench((12, 8, 5), ideal=True, a0=3.0)
+    w = _weights(ideal, rng)
+    ideal.program(w)
+    ideal.forward(x)
+    ref = ideal.backward(d)[0]
+    ideal.error_averages = 4
+    np.testing.assert_allclose(ideal.backward(d)[0], ref, rtol=1e-6, atol=1e-7)
+    spread = {}
+    for n in (1, 16):
+        proc = make_bench((12, 8, 5), ideal=False, a0=3.0, error_averages=n)
+        proc.program(w)
+        proc.forward(x)
+        before = proc.measurements
+        reps = np.stack([proc.backward(d)[0] for _ in range(6)])
+        assert proc.measurements - before == 6 * n  # one error tap, n acquisitions each
+        spread[n] = reps.std(axis=0, ddof=1).mean()
+    assert 2.5 < spread[1] / spread[16] < 6.0, spread  # sqrt(16) = 4
+
+
+def test_differential_error_readout_cancels_error_detector_offsets(make_bench, rng):
+    """Probing +delta and -delta removes the error taps' offsets, which a single probe leaves in delta(l)."""
+    x = rng.random((32, 12)).astype(np.float32)
+    d = (0.5 * rng.standard_normal((32, 5))).astype(np.float32)
+    w = _weights(make_bench((12, 8, 5)), rng)
+    shift = {}
+    for mode in ("single", "differential"):
+        out = []
+        for zero_offsets in (False, True):  # two twins alike but for the error detectors' hidden offsets
+            proc = make_bench((12, 8, 5), ideal=False, a0=3.0, error_readout=mode)
+            if zero_offsets:
+                for h in proc.emulator.truth.error:
+                    h.offset_v = np.zeros_like(h.offset_v)
+            proc.program(w)
+            proc.forward(x)
+            before = proc.measurements
+            out.append(proc.backward(d)[0])
+            assert proc.measurements - before == (2 if mode == "differential" else 1)
+        shift[mode] = np.abs((out[0] - out[1]).mean(axis=0)).mean()  # per neuron, over the batch (ADC rounding averages out)
+    assert shift["single"] > 1e-4, shift            # the offsets do reach a single readout
+    assert shift["differential"] < 0.2 * shift["single"], shift

@@ -98,6 +98,9 @@ class Schema(StrictModel):
     input_field_scale: float = Field(1.0, gt=0, le=10, description="input field per unit pixel value")
     probe_field: float = Field(0.1, gt=0, description="peak backward-probe field (saturation units)")
     error_detector_gain_v: float = Field(10.0, gt=0, description="nominal gain of the backward homodynes, V/field")
+    error_averages: int = Field(1, ge=1, le=1024, description="backward acquisitions averaged per error tap and step")
+    error_readout: Literal["single", "differential"] = Field(
+        "single", description="differential: probe +delta and -delta and halve the difference (cancels offsets)")
     weights: WeightSettings = WeightSettings()
     vapor_cell: VaporCellSettings = VaporCellSettings()
     twin: TwinSettings = TwinSettings()
@@ -165,6 +168,7 @@ def build(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) -> 
         stateful=[emu],
     )
     proc.set_optical_depth(a0)
+    proc.error_averages, proc.error_readout = p.error_averages, p.error_readout
     proc.emulator = emu  # the twin, for truth reports; training never touches it
     proc.device = device
     return _attach_calibration(proc, cfg)

@@ -1171,6 +1171,7 @@ def build_free_space(cfg: Any, n_inputs: int, n_outputs: int, ov: Any) -> Instru
             weights=blocks, absorbers=absorbers, pre_taps=pre, post_taps=post, error_taps=error,
             stateful=[emu] if emu is not None else [], station=station)
         proc.set_optical_depth(a0)
+        proc.error_averages, proc.error_readout = p.error_averages, p.error_readout
         if laser is not None:
             laser.on(s.operating_current)
         proc.emulator = emu          # the twin (None on hardware), for truth reports; training never touches it

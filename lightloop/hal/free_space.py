@@ -96,13 +96,34 @@ class FreeSpaceProcessor(OpticalProcessor):
         return ForwardTaps(inputs=x * self.encoder.field_scale if self.encoder.field_scale != 1 else x,
                            pre=pre, post=post)
 
+    #: backward acquisitions averaged per error tap (detector noise on the weak probe falls as 1/sqrt(n))
+    error_averages: int = 1
+    #: 'single': one probe per step; 'differential': probes +delta and -delta, half their difference (any
+    #: detector offset or stray light even in delta cancels; twice the backward acquisitions)
+    error_readout: str = "single"
+
     def backward(self, delta_out: NDArray) -> list[NDArray]:
         """Inject delta(L) as a weak probe; acquire delta(l) = (W(l+1)^T delta(l+1)) * T(z(l)) at each cell."""
+        n = int(self.error_averages)
         scale = self.probe.display(delta_out)
-        inv = np.float32(1.0 / scale)
-        errs = [d.acquire() * inv for d in self.error_taps]
-        self._count(len(self.error_taps))
-        return errs + [delta_out]
+        errs = self._acquire_errors(n)
+        if self.error_readout == "differential":
+            self.probe.display(-delta_out)
+            errs = [p - m for p, m in zip(errs, self._acquire_errors(n))]
+            n *= 2
+        inv = np.float32(1.0 / (scale * n))
+        return [e * inv for e in errs] + [delta_out]
+
+    def _acquire_errors(self, n: int) -> list[NDArray]:
+        """Sum of n acquisitions of every error tap (detector volts mapped to fields)."""
+        errs = []
+        for d in self.error_taps:
+            acc = d.acquire()
+            for _ in range(n - 1):
+                acc = acc + d.acquire()
+            errs.append(acc)
+        self._count(len(self.error_taps) * n)
+        return errs
 
     def activation_slope(self, layer: int, pre: NDArray) -> NDArray:
         """Calibrated model slope g'(z) of the absorber after weight layer `layer` (0-based)."""
