@@ -10,6 +10,8 @@ A step is measured between two consecutive trainer step hooks (program .. update
 
 Expected transactions per step for L weight layers (pump_probe): L weight frames + 1 input frame + DIG/*OPC?
 + 3 x (2L - 1) forward tap transfers + 1 probe frame + DIG/*OPC? + 3 x (L - 1) error tap transfers = 9L + 2
+with error_readout: single; the config's differential readout (+-delta probes) adds the second probe frame and
+its triggered error-tap acquisition: 26 for L = 2 (measured).
 (20 for the 64-64-10 network), independent of the batch size and of the layer widths; a batch whose size
 differs from the previous one adds one ACQ:POIN.
 
@@ -77,7 +79,7 @@ def main() -> None:
     tps = [r["transactions_per_step"] for r in rows]
     print(json.dumps({
         "benchmark": "hil_efficiency", "config": str(WIRE.relative_to(ROOT)), "dataset": args.dataset,
-        "epochs": args.epochs, "gradient": "pump_probe", "expected_transactions_per_step": 9 * 2 + 2,
+        "epochs": args.epochs, "gradient": "pump_probe", "expected_transactions_per_step": 26,
         "transactions_per_step_range": [min(tps), max(tps)],
         "runs": rows,
     }, indent=1))
