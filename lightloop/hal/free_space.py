@@ -129,6 +129,10 @@ class FreeSpaceProcessor(OpticalProcessor):
         """Calibrated model slope g'(z) of the absorber after weight layer `layer` (0-based)."""
         return self.absorbers[layer].slope_model(pre)
 
+    def probe_transmission(self, layer: int, pre: NDArray) -> NDArray:
+        """Calibrated model of the probe transmission T(z) of the absorber after weight layer `layer`."""
+        return self.absorbers[layer].transmission_model(pre)
+
     def summary_fields(self) -> dict[str, Any]:
         """Bench figures for the run summary."""
         return {"optical_depth": self.absorbers[0].optical_depth if self.absorbers else None}
