@@ -61,7 +61,10 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=_float, default=None)
     p.add_argument("--init-scale", type=_float, default=None, help="std of the initial weights")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--ideal", action="store_true", help="switch every twin imperfection off")
+    twin = p.add_mutually_exclusive_group()
+    twin.add_argument("--ideal", action="store_true", help="switch every twin imperfection off")
+    twin.add_argument("--realistic", action="store_true",
+                      help="switch the twin's imperfections on even where the config says ideal")
     p.add_argument("--out", type=Path, default=None, help="run directory (checkpoints, metrics.jsonl, PNG)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--json", action="store_true", help="print one JSON summary as the last stdout line")
@@ -98,7 +101,8 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"gradient options {sorted(options)}: not accepted by gradient '{gradient}' ({exc})") from None
     optimizer = make_optimizer(args.optimizer or t.optimizer, lr)
     data = load_dataset(dataset, args.data_dir)
-    ov = BuildOverrides(hidden=args.hidden, ideal=True if args.ideal else None, optical_depth=args.optical_depth)
+    ideal = True if args.ideal else (False if getattr(args, "realistic", False) else None)
+    ov = BuildOverrides(hidden=args.hidden, ideal=ideal, optical_depth=args.optical_depth)
     settings = TrainSettings(epochs=args.epochs or t.epochs, batch_size=args.batch_size or t.batch_size,
                              loss=getattr(args, "loss", None) or t.loss,
                              seed=t.seed if args.seed is None else args.seed, init_scale=init_scale,

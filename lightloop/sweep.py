@@ -253,6 +253,8 @@ def _namespace(task: dict[str, Any]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     for k, v in task["train"].items():
         setattr(args, k, v)
+    if "ideal" in task["train"]:              # ideal=false forces the realistic twin, ideal=true the ideal one
+        args.realistic = not task["train"]["ideal"]
     args.gradient_option = [f"{k}={_fmt(v)}" for k, v in task["gradient_options"].items()]
     return args
 

@@ -122,3 +122,8 @@ def test_corrupt_dataset_file(tmp_path):
 def test_bad_cli_values_are_rejected_by_argparse():
     p = run("train", "--epochs", "0")
     assert p.returncode == 2 and "expected a positive integer" in p.stderr
+
+
+def test_ideal_and_realistic_exclude_each_other():
+    p = run("train", "--ideal", "--realistic")
+    assert p.returncode == 2 and "not allowed with argument" in p.stderr

@@ -105,3 +105,14 @@ def test_cli_sweep_bad_grid_is_one_line_error(capsys):
     assert main(["sweep", "--config", str(DIGITAL), "--grid", "epochs=x"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("lightloop: error: --grid epochs") and "\n" not in err
+
+
+@pytest.mark.parametrize("ideal", [True, False])
+def test_ideal_false_forces_the_realistic_twin(tmp_path, ideal):
+    """`--set ideal=false` must switch imperfections on, not fall back to the config's twin setting."""
+    from lightloop.sweep import _namespace
+
+    task = {"config": str(DIGITAL), "out": str(tmp_path), "data_dir": None, "train": {"ideal": ideal},
+            "gradient_options": {}}
+    args = _namespace(task)
+    assert args.ideal is ideal and args.realistic is (not ideal)
