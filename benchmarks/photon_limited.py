@@ -8,8 +8,8 @@ validation every 500 trials, test error averaged over 10 repetitions. Experiment
   qhidden  the same with only the hidden neurons photon-limited (output neurons use their local error)
   qlong    q = 1e-4, every neuron photon-limited, run long enough to learn (--long-trials)
   onebit   one-bit feedback (sign only, value epsilon), q = 0.1, epsilon = 0.1, H = 500, 1000, 5000
-           (+ the H = 500 readout-only control: q = 0, no hidden learning)
-  noise    one-bit feedback, q = 0.1, with noise photons n_p from 0 to 5 q
+           (+ readout-only controls at every width: q = 0, no hidden learning)
+  noise    one-bit feedback, q = 0.1, with noise photons n_p from 0 to 10 q, and noise-only controls (q = 0)
   bench    the free-space SA twin (lab_configs/photon_limited.yaml) through `lightloop train`'s code path
 
 Engine: `lightloop.simulators.photon_online` (exactly the DigitalProcessor + stochastic_photonic +
@@ -18,10 +18,11 @@ SGD computation with an ideal photon channel, checked against it in tests/test_p
 
 Network conventions (--init, --lr-scaling; see lightloop.simulators.photon_online): by default
 weights N(0, 1/fan_in) (LeCun), biases 0, and plain SGD with one learning rate in the paper's range
-(0.001-0.1). `--init fixed --init-scale 0.05 --lr-bit 0.3` is the earlier setting whose one-bit
-result got worse with more hidden units: with plain SGD the output layer's per-trial step grows as
-lr * |h|^2 ~ 0.25 lr H, and at lr = 0.3, H = 5000 it thrashes. `--lr-scaling fan_in` (lr / fan_in per
-layer) removes that growth altogether.
+(0.001-0.1), one for every width. The output layer's per-trial step grows as lr * |h|^2 ~ 0.25 lr H,
+so a wider network learns its readout faster at one small rate (lr = 0.003 is stable up to H = 5000;
+lr = 0.03 thrashes there): that is part of why more hidden units give lower error, and the q = 0
+readout-only controls at every width separate it from what the photons teach the hidden layer.
+`--lr-scaling fan_in` (lr / fan_in per layer) removes the growth altogether.
 
 Outputs in --out: report.json, tables.md, <experiment>_runs.csv (one row per run),
 <experiment>.csv (mean +- std), <experiment>.png. Trial counts and repetitions per experiment
@@ -162,6 +163,21 @@ def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     return "\n".join(lines)
 
 
+def validation_at(curves: dict[str, list[dict[str, Any]]], fractions=(0.1, 0.2, 0.4, 1.0)) -> list[dict[str, Any]]:
+    """Validation error (mean +- std over repetitions) of each group at fixed fractions of its trials."""
+    rows = []
+    for g, cs in curves.items():
+        t = cs[0]["trial"]
+        row: dict[str, Any] = {"group": g, "repeats": len(cs)}
+        for f in fractions:
+            i = min(range(len(t)), key=lambda j: abs(t[j] - f * t[-1]))
+            v = np.array([c["validation_error"][i] for c in cs])
+            row[f"val_err_at_{t[i]}"] = float(v.mean())
+            row[f"val_err_std_at_{t[i]}"] = float(v.std(ddof=1)) if v.size > 1 else 0.0
+        rows.append(row)
+    return rows
+
+
 def _pct(m: float, s: float) -> str:
     return f"{100 * m:.1f} +- {100 * s:.1f}"
 
@@ -268,17 +284,22 @@ def exp_onebit(R: Runner, out: Path) -> dict[str, Any]:
         groups[g] = R.run(R.settings(hidden=h, q=0.1, one_bit=True, epsilon=0.1, lr=a.lr_bit), a.onebit_trials, n)
         labels[g] = {"hidden": h, "q": 0.1}
         print(f"[onebit] {g}: test error {_pct(*_stat(groups[g], 'test_error'))}%", file=sys.stderr, flush=True)
-    if a.onebit_control:
-        g = f"H={widths[0]}, readout only (q=0)"
-        groups[g] = R.run(R.settings(hidden=widths[0], q=0.0, one_bit=True, epsilon=0.1, lr=a.lr_bit),
-                          a.onebit_trials, reps[0])
-        labels[g] = {"hidden": widths[0], "q": 0.0}
-        print(f"[onebit] {g}: test error {_pct(*_stat(groups[g], 'test_error'))}%", file=sys.stderr, flush=True)
+    if a.onebit_control:                 # the same widths with no photons: readout-only learning
+        for h, n in zip(widths, reps):
+            g = f"H={h}, readout only (q=0)"
+            groups[g] = R.run(R.settings(hidden=h, q=0.0, one_bit=True, epsilon=0.1, lr=a.lr_bit), a.onebit_trials, n)
+            labels[g] = {"hidden": h, "q": 0.0}
+            print(f"[onebit] {g}: test error {_pct(*_stat(groups[g], 'test_error'))}%", file=sys.stderr, flush=True)
     means = [_stat(groups[f"H={h}"], "test_error")[0] for h in widths]
+    gain = {f"H={h}": _stat(groups[f"H={h}, readout only (q=0)"], "test_error")[0] - m
+            for h, m in zip(widths, means)} if a.onebit_control else {}
+    at = validation_at({g: [r["curve"] for r in runs] for g, runs in groups.items()})
+    _write_csv(out / "one_bit_hidden_validation_at.csv", at)
     return _finish("one_bit_hidden", out, groups, labels,
                    f"one-bit feedback, q = 0.1, epsilon = 0.1, lr={a.lr_bit:g}, hidden neurons photon-limited",
                    {"q": 0.1, "epsilon": 0.1, "lr": a.lr_bit,
                     "more_hidden_lower_error": bool(all(x > y for x, y in zip(means, means[1:]))),
+                    "error_reduction_by_photons": gain, "validation_error_at": at,
                     "note": "hidden neurons photon-limited; output neurons use their local error (one-bit "
                             "updates of sigmoid+MSE output units cannot converge: a non-target output's error "
                             "never changes sign)"}, smooth=11)
@@ -288,7 +309,8 @@ def exp_noise(R: Runner, out: Path) -> dict[str, Any]:
     a = R.a
     q = 0.1
     groups, labels = {}, {}
-    plan = [(q, n_p) for n_p in (0.0, 0.02, 0.05, 0.1, 0.2, 0.5)] + [(0.0, 0.0), (0.0, 0.1)]
+    plan = ([(q, n_p) for n_p in (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)]
+            + [(0.0, n_p) for n_p in (0.0, 0.1, 0.5, 1.0)])       # controls: the same noise with no signal
     for qq, n_p in plan:
         g = f"n_p={n_p:g}" if qq else f"q=0 (no signal), n_p={n_p:g}"
         groups[g] = R.run(R.settings(hidden=500, q=qq, one_bit=True, epsilon=0.1, noise_rate=n_p, lr=a.lr_bit),
@@ -297,8 +319,12 @@ def exp_noise(R: Runner, out: Path) -> dict[str, Any]:
         print(f"[noise] {g}: test error {_pct(*_stat(groups[g], 'test_error'))}%", file=sys.stderr, flush=True)
     return _finish("noise_photons", out, groups, labels, f"one-bit feedback with noise photons, q = 0.1, lr={a.lr_bit:g}",
                    {"q": q, "epsilon": 0.1, "lr": a.lr_bit,
+                    "signal_gain_at_n_p": {str(n_p): _stat(groups[f"q=0 (no signal), n_p={n_p:g}"], "test_error")[0]
+                                           - _stat(groups[f"n_p={n_p:g}"], "test_error")[0]
+                                           for n_p in (0.0, 0.1, 0.5, 1.0)},
                     "note": "hidden neurons photon-limited (one bit), output neurons learn from their local error; "
-                            "the q=0 rows are the controls: readout-only learning (no photons) and noise photons only"},
+                            "the q=0 rows are the controls: the same noise photons with no signal photons; "
+                            "signal_gain_at_n_p = control error - signal error at equal noise"},
                    smooth=11)
 
 
@@ -342,6 +368,7 @@ def replot(out: Path) -> None:
                 rows.append({"group": g, "repeats": len(cs), "late_validation_error_mean": float(np.mean(late)),
                              "late_validation_error_std": float(np.std(late, ddof=1)) if len(late) > 1 else 0.0})
             _write_csv(out / f"{name}_late_validation.csv", rows)
+            _write_csv(out / f"{name}_validation_at.csv", validation_at(report[e]["curves"]))
 
 
 def main() -> None:
@@ -352,19 +379,20 @@ def main() -> None:
     ap.add_argument("--engine", choices=("fast", "hal"), default="fast")
     ap.add_argument("--repeats", type=int, default=10, help="repetitions averaged (the paper: 10)")
     ap.add_argument("--trials", type=int, default=20000, help="trials per q in the q sweeps")
-    ap.add_argument("--long-trials", type=int, default=10_000_000, help="trials of the q=1e-4 run")
+    ap.add_argument("--long-trials", type=int, default=100_000_000, help="trials of the q=1e-4 run (~8 min)")
     ap.add_argument("--long-repeats", type=int, default=1)
     ap.add_argument("--onebit-trials", type=int, default=50000)
     ap.add_argument("--onebit-repeats", default="10,10,5", help="repetitions per hidden size ('' = --repeats each)")
-    ap.add_argument("--onebit-control", type=int, default=1, help="also run the readout-only control (q=0)")
+    ap.add_argument("--onebit-control", type=int, default=1, help="also run the readout-only controls (q=0)")
     ap.add_argument("--hidden-sizes", default="500,1000,5000")
-    ap.add_argument("--noise-trials", type=int, default=20000)
+    ap.add_argument("--noise-trials", type=int, default=50000)
     ap.add_argument("--bench-epochs", type=int, default=10)
     ap.add_argument("--init", choices=("fixed", "fan_in"), default="fan_in")
     ap.add_argument("--init-scale", type=float, default=0.05, help="std of every weight for --init fixed")
     ap.add_argument("--lr-scaling", choices=("none", "fan_in"), default="none")
     ap.add_argument("--lr-q", type=float, default=0.1)
-    ap.add_argument("--lr-bit", type=float, default=0.03)
+    ap.add_argument("--lr-bit", type=float, default=0.003,
+                    help="SGD rate of the one-bit runs (chosen on validation error from 0.001, 0.003, 0.03)")
     ap.add_argument("--val-every", type=int, default=500)
     ap.add_argument("--val-size", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
