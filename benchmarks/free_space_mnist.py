@@ -57,19 +57,14 @@ def run_one(a: argparse.Namespace, data: Dataset, seed: int) -> dict[str, Any]:
         outcomes = calibrate(proc, ["all"], RunContext(seed=seed))
         calibration = {"routines": {o.routine: o.status for o in outcomes}, "seconds": round(time.perf_counter() - t0, 2)}
     out = None if a.out is None else (a.out / f"seed{seed}" if len(a.seeds) > 1 else a.out)
-    steps = -(-data.x_train.shape[0] // a.batch_size)
     correct_by_epoch: list[np.ndarray] = []
 
-    def record_test_correctness(info: dict[str, Any]) -> None:
-        if info["step"] == steps - 1:                 # after the epoch's last update: the trainer's test state
-            proc.program(info["params"])
-            pred = np.concatenate([proc.forward(data.x_test[i:i + 1000]).output.argmax(1)
-                                   for i in range(0, data.x_test.shape[0], 1000)])
-            correct_by_epoch.append(pred == data.y_test)
+    def record_test_correctness(epoch: int, pred: np.ndarray) -> None:
+        correct_by_epoch.append(pred == data.y_test)
 
     trainer = Trainer(proc, make_gradient(a.gradient), make_optimizer("adam", a.lr),
                       TrainSettings(epochs=a.epochs, loss=a.loss, batch_size=a.batch_size, seed=seed, init_scale=a.init_scale,
-                                    progress=sys.stderr.isatty()), out_dir=out, hooks=[record_test_correctness])
+                                    progress=sys.stderr.isatty()), out_dir=out, eval_hooks=[record_test_correctness])
     t0 = time.perf_counter()
     res = trainer.fit(data)
     return {**held_out_selection(np.array(correct_by_epoch)),

@@ -34,6 +34,21 @@ def test_training_on_the_realistic_twin_learns_digits(make_bench, digits, tmp_pa
     assert (tmp_path / "best.npz").exists()
 
 
+def test_eval_hooks_see_the_evaluation_predictions_without_perturbing_the_run(make_bench, digits):
+    """Per-sample analyses use the Trainer's own test pass: same accuracy, and on the noisy twin the same run."""
+    seen = []
+    plain = _trainer(make_bench, None, epochs=2).fit(digits)
+    tr = _trainer(make_bench, None, epochs=2)
+    tr.eval_hooks.append(lambda epoch, pred: seen.append((epoch, pred.copy())))
+    hooked = tr.fit(digits)
+    assert [e for e, _ in seen] == [1, 2]
+    for (_, pred), h in zip(seen, hooked.history):
+        assert pred.shape == digits.y_test.shape
+        assert np.mean(pred == digits.y_test) == pytest.approx(h["test_accuracy"])
+    for a, b in zip(plain.params, hooked.params):              # no extra acquisition, no shifted noise stream
+        np.testing.assert_array_equal(a, b)
+
+
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(make_bench, digits, tmp_path):
     full = _trainer(make_bench, tmp_path / "full", epochs=4).fit(digits)
     _trainer(make_bench, tmp_path / "cut", epochs=2).fit(digits)

@@ -19,7 +19,7 @@ from lightloop.training.losses import Loss, MSELoss, make_loss
 from lightloop.training.optimizers import Optimizer
 from lightloop.training.reporting import MetricsLog, plot_learning_curve
 
-__all__ = ["TrainSettings", "TrainResult", "Trainer", "evaluate"]
+__all__ = ["TrainSettings", "TrainResult", "Trainer", "evaluate", "predict"]
 
 
 @dataclass
@@ -57,17 +57,24 @@ class TrainResult:
         return d
 
 
-def evaluate(processor: OpticalProcessor, x: NDArray, y: NDArray, n_classes: int,
-             batch_size: int = 1000, loss_fn: Loss | None = None) -> tuple[float, float]:
-    """(accuracy, loss) of the programmed processor on (x, y)."""
+def predict(processor: OpticalProcessor, x: NDArray, y: NDArray, n_classes: int,
+            batch_size: int = 1000, loss_fn: Loss | None = None) -> tuple[NDArray[np.int64], float]:
+    """Predicted classes of the programmed processor on x, and the mean loss against y."""
     loss_fn = loss_fn or MSELoss()
-    correct, loss = 0, 0.0
+    preds, loss = [], 0.0
     for i in range(0, x.shape[0], batch_size):
         xb, yb = x[i: i + batch_size], y[i: i + batch_size]
         out = processor.forward(xb).output
-        correct += int(np.count_nonzero(out.argmax(1) == yb))
+        preds.append(out.argmax(1))
         loss += loss_fn.value(out, one_hot(yb, n_classes)) * xb.shape[0]
-    return correct / x.shape[0], loss / x.shape[0]
+    return np.concatenate(preds), loss / x.shape[0]
+
+
+def evaluate(processor: OpticalProcessor, x: NDArray, y: NDArray, n_classes: int,
+             batch_size: int = 1000, loss_fn: Loss | None = None) -> tuple[float, float]:
+    """(accuracy, loss) of the programmed processor on (x, y)."""
+    pred, loss = predict(processor, x, y, n_classes, batch_size, loss_fn)
+    return float(np.mean(pred == y)), loss
 
 
 class Trainer:
@@ -75,7 +82,8 @@ class Trainer:
 
     def __init__(self, processor: OpticalProcessor, method: GradientMethod, optimizer: Optimizer,
                  settings: TrainSettings, out_dir: Path | str | None = None, tag: str = "",
-                 hooks: Sequence[Callable[[dict[str, Any]], None]] = ()):
+                 hooks: Sequence[Callable[[dict[str, Any]], None]] = (),
+                 eval_hooks: Sequence[Callable[[int, NDArray], None]] = ()):
         method.check(processor)
         method.loss = make_loss(settings.loss)
         self.processor, self.method, self.optimizer, self.settings = processor, method, optimizer, settings
@@ -84,6 +92,9 @@ class Trainer:
         # called after every update with {epoch, step, global_step, loss, params}; a bench may attach its own
         # upkeep (e.g. scheduled re-calibration) as processor.step_hooks
         self.hooks = list(hooks) + list(getattr(processor, "step_hooks", ()))
+        # called after every epoch's test evaluation with (epoch, predicted classes): per-sample analyses
+        # without another acquisition (on a noisy bench an extra pass would also shift the noise stream)
+        self.eval_hooks = list(eval_hooks)
         self.bounds = processor.parameter_bounds()
 
     # ---------------------------------------------------------------------------------------
@@ -185,7 +196,10 @@ class Trainer:
         train_seconds = time.perf_counter() - t0
         bar.close()
         proc.program(params)
-        test_acc, test_loss = evaluate(proc, data.x_test, data.y_test, data.n_classes, s.eval_batch_size, method.loss)
+        pred, test_loss = predict(proc, data.x_test, data.y_test, data.n_classes, s.eval_batch_size, method.loss)
+        test_acc = float(np.mean(pred == data.y_test))
+        for hook in self.eval_hooks:
+            hook(epoch, pred)
         return {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                 "test_loss": test_loss, "test_accuracy": test_acc, "epoch_seconds": train_seconds,
                 "samples_per_second": seen / train_seconds, "measurements_per_step": meas / steps}
