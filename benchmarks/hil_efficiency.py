@@ -2,7 +2,7 @@
 wire-level twin (lab_configs/wire_free_space.yaml), for several batch sizes and layer widths, next to the same
 run on the in-process twin. Prints one JSON object.
 
-Definitions (lightloop.benches.adapters / instruments):
+Definitions (lightloop.station):
   transaction   one request sent to an instrument in one write, plus its reply if it has one
   instrument s  time inside driver calls (wire round trip and the instrument's - here the twin's - work)
   overhead s    step wall time minus instrument time: the framework (HAL, encoding, gradient, optimizer)

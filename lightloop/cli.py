@@ -156,7 +156,7 @@ def parse_scalar(raw: str) -> bool | int | float | str:
 
 #: modules adding subcommands: each has register(subparsers) that calls set_defaults(handler=fn),
 #: fn(args) -> int exit code (errors raised as LightloopError are printed in one line by main)
-CLI_PLUGINS = ("lightloop.calibrate_cli", "lightloop.simulators.wire_cli", "lightloop.sweep")
+CLI_PLUGINS = ("lightloop.calibrate_cli", "lightloop.emulate_cli", "lightloop.sweep")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

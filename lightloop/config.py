@@ -1,69 +1,27 @@
-"""Lab-config schema and loading. Strict: unknown keys, wrong types and out-of-range values are errors
-reported in one line naming the file, the field and what was expected.
+"""Lab-config loading. Strict: unknown keys, wrong types and out-of-range values are errors reported in one
+line naming the file, the field and what was expected.
 
-A config names its processor kind; the schema of the `processor` section lives with the bench
-builder in `lightloop.benches.<kind>` (module attribute `Schema`), so each kind owns its fields.
+A config names its processor kind; the bench module ``lightloop.benches.<kind>`` owns the schema of its
+``processor`` section (module attribute ``Schema``) and validates the sections it understands
+(``validate_sections(cfg)``: e.g. the station's ``instruments`` / ``roles`` / ``emulator``). The shared
+section models live on the ground floor (``lightloop.schema``). Only the command-line modules and the
+bench builder (``lightloop.bench``) import this module (docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from lightloop.errors import ConfigError
+from lightloop.schema import FeedbackSettings, LabConfig, StrictModel, TrainingDefaults, validation_message
 
-__all__ = ["StrictModel", "TrainingDefaults", "LabConfig", "load_config", "validation_message", "bench_module"]
-
-
-class StrictModel(BaseModel):
-    """Base for every config section: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class TrainingDefaults(StrictModel):
-    """Training defaults of a bench (each can be overridden on the command line)."""
-
-    dataset: str = "digits"
-    gradient: str = "pump_probe"
-    loss: Literal["mse", "cross_entropy"] = "mse"
-    optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(5e-3, gt=0)
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(32, ge=1)
-    init_scale: float = Field(0.1, gt=0)
-    seed: int = 0
-    gradient_options: dict[str, Any] = Field(default_factory=dict, description="keyword options of the gradient method")
-
-
-class LabConfig(StrictModel):
-    """A bench: its processor (with devices or twins) and training defaults."""
-
-    bench: str
-    description: str = ""
-    processor: Any
-    training: TrainingDefaults = TrainingDefaults()
-    feedback: Any = None  # optional photon-counting feedback channel (lightloop.benches.digital.FeedbackSettings)
-    # optional station (lightloop.benches.instruments): instruments, the HAL roles they serve, the wire twin
-    instruments: Any = None
-    roles: Any = None
-    emulator: Any = None
-    source: str = Field("<memory>", exclude=True)
-
-
-def validation_message(source: str, exc: ValidationError, prefix: str = "") -> str:
-    """One line: file: field: what was expected (got what)."""
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
-    got = err.get("input")
-    got_s = "" if err["type"] in ("missing",) else f" (got {got!r})"
-    if err["type"] == "extra_forbidden":
-        return f"{source}: {loc}: unknown key"
-    return f"{source}: {loc}: {err['msg']}{got_s}"
+__all__ = ["StrictModel", "TrainingDefaults", "LabConfig", "load_config", "parse_config", "validation_message",
+           "bench_module"]
 
 
 def bench_module(kind: str, source: str = "<config>") -> Any:
@@ -98,16 +56,16 @@ def parse_config(data: Any, source: str = "<memory>") -> LabConfig:
     except ValidationError as exc:
         raise ConfigError(validation_message(source, exc, "processor")) from None
     if cfg.feedback is not None:
-        from lightloop.benches.digital import FeedbackSettings
-
         try:
             cfg.feedback = FeedbackSettings.model_validate(cfg.feedback)
         except ValidationError as exc:
             raise ConfigError(validation_message(source, exc, "feedback")) from None
-    if cfg.instruments is not None or cfg.roles is not None or cfg.emulator is not None:
-        from lightloop.benches.instruments import validate_station
-
-        validate_station(cfg)
+    validate_sections = getattr(mod, "validate_sections", None)
+    if validate_sections is not None:
+        validate_sections(cfg)
+    elif cfg.instruments is not None or cfg.roles is not None or cfg.emulator is not None:
+        raise ConfigError(f"{source}: instruments: a {proc['kind']!r} bench has no instrument station; expected no "
+                          "instruments/roles/emulator sections")
     return cfg
 
 

@@ -11,17 +11,14 @@ import pytest
 from lightloop.bench import BuildOverrides, build_processor
 from lightloop.config import load_config
 from lightloop.errors import ConfigError, InstrumentError, LightloopError, SafetyLimitError
-from lightloop.hal.conductance_network import (
+from lightloop.hal.flow_network import FlowProcessor
+from lightloop.hal.flow_network_roles import (
     ConductanceLimits,
     ConductanceNetwork,
-    ConductancePort,
-    FlowProcessor,
     NetworkTopology,
-    PairClampPort,
-    PairCurrentPort,
-    PotentialProbePort,
     desired_from_class_means,
 )
+from lightloop.hal.ports import ConductancePort, PairClampPort, PairCurrentPort, PotentialProbePort
 from lightloop.simulators.flow_network import (
     chemical_signaling_update,
     cost,

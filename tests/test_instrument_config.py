@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from lightloop.benches.instruments import ChipRoles, FreeSpaceRoles, InstrumentSpec, parse_quantity
+from lightloop.station import ChipRoles, FreeSpaceRoles, InstrumentSpec
+from lightloop.units import parse_quantity
 from lightloop.config import LabConfig, load_config
 from lightloop.errors import ConfigError
 
@@ -55,13 +56,13 @@ def test_example_configs_load():
 
 
 def test_chip_example_station_validates_but_training_on_it_is_refused(tmp_path):
-    from lightloop.benches.instruments import validate_station
+    from lightloop.station import validate_station
     from lightloop.benches.integrated_chip import Schema
 
     data = raw(CHIP_YAML)
     cfg = LabConfig.model_validate({**data, "source": str(CHIP_YAML)})
     cfg.processor = Schema.model_validate(data["processor"])
-    validate_station(cfg, require_builder=False)
+    validate_station(cfg)
     assert isinstance(cfg.roles, ChipRoles) and cfg.instruments["heaters"].limit("voltage").high == 9.0
     with pytest.raises(ConfigError, match=r"real_integrated_chip.yaml: instruments: the 'integrated_chip' builder "
                                           r"does not drive instruments yet"):

@@ -10,21 +10,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lightloop.benches.adapters import (
-    LaserControllerDevice,
-    Link,
-    QontrolHeaterDevice,
-    ScpiSourceDevice,
-    TemperatureControllerDevice,
-    TransactionStats,
-)
+from lightloop.station import Link, TransactionStats
+from lightloop.station.adapters.laser_controller import LaserControllerDevice
+from lightloop.station.adapters.qontrol_heater import QontrolHeaterDevice
+from lightloop.station.adapters.scpi_source import ScpiSourceDevice
+from lightloop.station.adapters.temperature_controller import TemperatureControllerDevice
 from lightloop.drivers.laser_controller import LaserDiodeController
 from lightloop.drivers.qontrol_heater import QontrolHeater
 from lightloop.drivers.scpi_source import ScpiSource
 from lightloop.drivers.temperature_controller import TemperatureController
 from lightloop.errors import SafetyLimitError
 from lightloop.hal.safety import LinearLaserModel, RampPolicy, Range, SafeLaser, SafeTemperatureControl, SafeVoltageBank
-from lightloop.simulators.wire.devices import LaserControllerTwin, QontrolTwin, ScpiSourceTwin, TemperatureControllerTwin
+from lightloop.simulators.wire.laser_controller import LaserControllerTwin
+from lightloop.simulators.wire.qontrol_heater import QontrolTwin
+from lightloop.simulators.wire.scpi_source import ScpiSourceTwin
+from lightloop.simulators.wire.temperature_controller import TemperatureControllerTwin
 from lightloop.simulators.wire.server import WireTwinServer
 
 T_LIM = (280.0, 400.0)            # K

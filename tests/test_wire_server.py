@@ -12,21 +12,19 @@ import time
 import numpy as np
 import pytest
 
-from lightloop.benches.adapters import Link, ReconnectPolicy, TransactionStats
+from lightloop.station import Link, ReconnectPolicy, TransactionStats
 from lightloop.drivers.digitizer import Digitizer
 from lightloop.drivers.qontrol_heater import QontrolHeater
 from lightloop.drivers.scpi_source import ScpiSource
 from lightloop.drivers.slm import SLMDisplay
 from lightloop.drivers.temperature_controller import TemperatureController
 from lightloop.errors import InstrumentError
-from lightloop.simulators.wire.devices import (
-    DigitizerTwin,
-    LaserControllerTwin,
-    QontrolTwin,
-    ScpiSourceTwin,
-    SLMTwin,
-    TemperatureControllerTwin,
-)
+from lightloop.simulators.wire.digitizer import DigitizerTwin
+from lightloop.simulators.wire.laser_controller import LaserControllerTwin
+from lightloop.simulators.wire.qontrol_heater import QontrolTwin
+from lightloop.simulators.wire.scpi_source import ScpiSourceTwin
+from lightloop.simulators.wire.slm import SLMTwin
+from lightloop.simulators.wire.temperature_controller import TemperatureControllerTwin
 from lightloop.simulators.wire.server import WireTwinServer
 
 from test_wire_kit import clean_wire, wire_threads  # noqa: F401  (fixture)

@@ -57,7 +57,7 @@ def test_wire_twin_answers_like_the_in_process_twin(clean_wire):
         delta = rng.normal(size=(40, 10)).astype(np.float32)
         for a, b in zip(twin.backward(delta), wire.backward(delta)):
             assert np.max(np.abs(a - b)) <= 1e-3 * np.max(np.abs(a)) + 1e-6
-        stats, server = wire.station.stats, wire.wire_server
+        stats, server = wire.station.stats, wire.station.server
         assert stats.transactions == server.log.count()               # every message counted on both ends
     finally:
         twin.close()
@@ -73,7 +73,7 @@ def test_wire_training_matches_the_twin_with_bounded_transactions(clean_wire):
     with twin:
         ref = fit(twin, data)
     wire = build_processor(load_config(WIRE_YAML), data.n_features, data.n_classes, ov)
-    server = wire.wire_server
+    server = wire.station.server
     with wire:
         res = fit(wire, data)
         s = wire.summary_fields()
@@ -96,7 +96,7 @@ def test_wire_training_matches_the_twin_with_bounded_transactions(clean_wire):
 def test_dropped_instrument_is_reconnected_and_the_run_completes(tmp_path, clean_wire):
     data = load_dataset("iris")
     proc = build_processor(wire_config(tmp_path, fast_reconnect), data.n_features, data.n_classes, BuildOverrides(hidden=[8]))
-    server = proc.wire_server
+    server = proc.station.server
     with proc:
         server.drop("scope", after=30)            # mid-run, in the middle of an acquisition
         server.drop("w1_slm", after=3, refuse=1)  # and a weight SLM that also refuses the first reconnect
@@ -123,7 +123,7 @@ def test_instrument_that_stays_down_stops_the_run_safe_with_checkpoint_intact(tm
     cfg_path = write(tmp_path, (lambda d: (fast_reconnect(d), d)[1])(raw()), "wire.yaml")
     out = tmp_path / "run"
     proc = build_processor(load_config(cfg_path), data.n_features, data.n_classes, BuildOverrides(hidden=[8]))
-    server = proc.wire_server
+    server = proc.station.server
 
     def kill_scope(info):
         if info["epoch"] == 2 and info["step"] == 1:
@@ -184,11 +184,12 @@ def test_cli_train_and_emulate(tmp_path, clean_wire, capsys):
 
 
 def test_dmd_adapter_through_the_sdk_stand_in(clean_wire):
-    from lightloop.benches.adapters import BenchClock, DMDWeightBlocks, Link, TransactionStats
+    from lightloop.station import BenchClock, Link, TransactionStats
+    from lightloop.station.adapters.dmd import DMDWeightBlocks
     from lightloop.drivers.dmd import DMDController
     from lightloop.hal.free_space_roles import DMDWeightBlock
     from lightloop.simulators.free_space import DMDWeightTwin, FreeSpaceEmulator, FreeSpaceTruth, Imperfections
-    from lightloop.simulators.wire.dmd_sdk import LoopbackALP, dmd_weight_sink
+    from lightloop.simulators.wire.dmd import LoopbackALP, dmd_weight_sink
 
     sizes, k = (6, 4, 3), 4
     emus = [FreeSpaceEmulator(sizes, FreeSpaceTruth.draw(sizes, 1, Imperfections(), dmd_block_pixels=k)) for _ in range(2)]
@@ -216,12 +217,13 @@ def test_dmd_adapter_through_the_sdk_stand_in(clean_wire):
 
 def test_phase_shifters_through_the_qontrol_driver_on_the_wire(clean_wire):
     """Chip heaters: PhaseShifterBank -> SafeVoltageBank view -> Qontrol driver -> socket:// -> twin -> chip emulator."""
-    from lightloop.benches.adapters import Link, QontrolHeaterDevice, TransactionStats
+    from lightloop.station import Link, TransactionStats
+    from lightloop.station.adapters.qontrol_heater import QontrolHeaterDevice
     from lightloop.drivers.qontrol_heater import QontrolHeater
     from lightloop.errors import SafetyLimitError
     from lightloop.hal.phase_shifters import PhaseShifterBank
     from lightloop.hal.safety import RampPolicy, Range, SafeVoltageBank
-    from lightloop.simulators.wire.devices import QontrolTwin
+    from lightloop.simulators.wire.qontrol_heater import QontrolTwin
     from lightloop.simulators.wire.server import WireTwinServer
 
     chip = build_processor(load_config(REPO / "lab_configs" / "integrated_chip.yaml"), 2, 2, BuildOverrides())

@@ -14,11 +14,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from lightloop.bench import BuildOverrides
-from lightloop.config import LabConfig, StrictModel
 from lightloop.errors import ConfigError
 from lightloop.hal.photon_counting import PhotonCountingArray, PhotonCountingCalibration, PhotonCountingLimits
 from lightloop.hal.processor import OpticalProcessor
+from lightloop.schema import BuildOverrides, FeedbackSettings, LabConfig, StrictModel
 
 __all__ = ["Schema", "build", "FeedbackSettings", "attach_photon_feedback"]
 
@@ -48,26 +47,6 @@ def build(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) -> 
 
 
 # --- photon-counting feedback channel (any bench) ----------------------------------------------
-class FeedbackSettings(StrictModel):
-    """Top-level `feedback:` section: the photon-counting backward channel (twin detectors).
-
-    The nominal figures are the twin's truth (scattered per channel by `spread`) and, when
-    `calibrated` is true, also what the HAL believes (otherwise the HAL assumes ideal detectors).
-    q and n_p are not here: they are parameters of the gradient method (training.gradient_options).
-    """
-
-    device: Literal["twin"] = "twin"
-    detection_efficiency: float = Field(1.0, gt=0, le=1)
-    dark_count_probability: float = Field(0.0, ge=0, lt=1, description="per detector per gate")
-    polarisation_error: float = Field(0.0, ge=0, lt=0.5, description="probability a photon's bit is misread")
-    spread: float = Field(0.0, ge=0, le=1, description="relative channel-to-channel scatter of the truth")
-    calibrated: bool = True
-    max_emission_probability: float = Field(1.0, ge=0, le=1)
-    max_background_probability: float = Field(1.0, ge=0, le=1)
-    truth_seed: int = 11
-    noise_seed: int = 0
-
-
 def attach_photon_feedback(proc: OpticalProcessor, settings: FeedbackSettings | dict[str, Any] | None = None,
                            seed: int = 0) -> PhotonCountingArray:
     """Build the twin photon-counting array for `proc` and attach it as `proc.feedback_channel`.
@@ -95,7 +74,7 @@ def _install(proc: OpticalProcessor, channel: PhotonCountingArray) -> None:
     """Set proc.feedback_channel; processors without native support get snapshot/restore/summary/safe_state hooks."""
     from lightloop.simulators.digital_network import DigitalProcessor
 
-    proc.feedback_channel = channel  # type: ignore[attr-defined]
+    proc.feedback_channel = channel
     if isinstance(proc, DigitalProcessor):
         return  # handles its feedback channel itself
     snap, rest, safe = proc.snapshot, proc.restore, proc.safe_state
@@ -117,4 +96,4 @@ def _install(proc: OpticalProcessor, channel: PhotonCountingArray) -> None:
         return {**summary(), **channel.summary_fields()}
 
     proc.snapshot, proc.restore, proc.safe_state = snapshot, restore, safe_state  # type: ignore[method-assign]
-    proc.summary_fields = summary_fields  # type: ignore[attr-defined]
+    proc.summary_fields = summary_fields  # type: ignore[method-assign]

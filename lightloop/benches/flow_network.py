@@ -18,14 +18,13 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from lightloop.bench import BuildOverrides
-from lightloop.config import LabConfig, StrictModel
+from lightloop.schema import BuildOverrides, LabConfig, StrictModel
 from lightloop.errors import ConfigError
-from lightloop.hal.conductance_network import (
+from lightloop.hal.flow_network import FlowProcessor
+from lightloop.hal.flow_network_roles import (
     ConductanceInit,
     ConductanceLimits,
     ConductanceNetwork,
-    FlowProcessor,
     NetworkTopology,
 )
 
@@ -158,6 +157,6 @@ def build(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) -> 
     proc = FlowProcessor(network, n_outputs, feature_scale=p.feature_scale_a, init=init, target_rule=p.target_rule,
                          learning_defaults={"eta": p.learning.eta, "nudge": p.learning.nudge},
                          plotter=plot_network, stateful=[emu])
-    proc.emulator = emu  # type: ignore[attr-defined]  # the twin, for truth reports; training never touches it
-    proc.bench_name = cfg.bench  # type: ignore[attr-defined]
+    proc.emulator = emu  # the twin, for truth reports; training never touches it
+    proc.bench_name = cfg.bench
     return proc

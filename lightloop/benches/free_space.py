@@ -1,13 +1,12 @@
-"""Free-space saturable-absorber bench (Guo et al. 2021): config schema and builder (in-process twin)."""
+"""Free-space saturable-absorber bench (Guo et al. 2021): config schema and the one builder (twin or instruments)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from lightloop.bench import BuildOverrides
-from lightloop.config import LabConfig, StrictModel
+from lightloop.schema import BuildOverrides, LabConfig, StrictModel
 from lightloop.errors import ConfigError
 from lightloop.hal.calibration_maps import HomodyneMap, VaporCellMap
 from lightloop.hal.free_space import FreeSpaceProcessor
@@ -22,7 +21,7 @@ from lightloop.hal.free_space_roles import (
     TemperatureLimits,
 )
 
-__all__ = ["Schema", "build", "CalibrationSettings", "DriftSettings", "RecalibrationSettings"]
+__all__ = ["Schema", "build", "validate_sections", "CalibrationSettings", "DriftSettings", "RecalibrationSettings"]
 
 
 class DriftSettings(StrictModel):
@@ -107,27 +106,34 @@ class Schema(StrictModel):
     calibration: CalibrationSettings = CalibrationSettings()
 
 
-def build(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) -> FreeSpaceProcessor:
-    """FreeSpaceProcessor on the in-process twin for (n_inputs, *hidden, n_outputs).
+def validate_sections(cfg: LabConfig) -> None:
+    """Validate the optional station sections (instruments / roles / emulator) against this processor section."""
+    if cfg.instruments is not None or cfg.roles is not None or cfg.emulator is not None:
+        from lightloop.station import validate_station
 
-    A config with an `instruments` section is built on those instruments instead (real drivers, the
-    wire-level twin or twin instruments; lightloop.benches.instruments).
-    """
-    if getattr(cfg, "instruments", None) is not None:
-        from lightloop.benches.instruments import build_free_space
+        validate_station(cfg)
 
-        return _attach_calibration(build_free_space(cfg, n_inputs, n_outputs, ov), cfg)
-    from lightloop.simulators.free_space import (
-        AnalogWeightTwin,
-        DMDWeightTwin,
-        HomodyneTwin,
-        ProbeTwin,
-        SLMWeightTwin,
-        SourceTwin,
-        VaporCellHeaterTwin,
-        make_free_space_emulator,
-    )
 
+class _LockedPort:
+    """A twin port called under the wire twin's lock (the in-process ports share the emulator with the server)."""
+
+    def __init__(self, port: Any, lock: Any) -> None:
+        self._port, self._lock = port, lock
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._port, name)
+        if not callable(attr):
+            return attr
+
+        def call(*a: Any, **k: Any) -> Any:
+            with self._lock:
+                return attr(*a, **k)
+
+        return call
+
+
+def _resolve(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) -> tuple[tuple[int, ...], float, bool]:
+    """(layer sizes, a0, ideal) of this run from the config and the command-line overrides."""
     p: Schema = cfg.processor
     if ov.extra:
         raise ConfigError(f"{cfg.source}: options {sorted(ov.extra)} do not apply to a free_space bench")
@@ -138,38 +144,143 @@ def build(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) -> 
     if a0 < 0:
         raise ConfigError(f"--optical-depth: expected a0 >= 0 (a vapor cell absorbs), got {a0}")
     ideal = p.twin.ideal if ov.ideal is None else ov.ideal
-    sizes = (n_inputs, *hidden, n_outputs)
-    emu = make_free_space_emulator(p, sizes, ideal)
+    return (n_inputs, *hidden, n_outputs), a0, ideal
+
+
+def _check_station_run(cfg: LabConfig, sizes: tuple[int, ...], ideal: bool, simulated: bool) -> None:
+    """The station wires the network this run needs (roles per layer, wire-twin sizes, ideal only when simulated)."""
+    p, roles, src = cfg.processor, cfg.roles, cfg.source
     n_layers = len(sizes) - 1
-    device = "analog" if ideal else p.weights.device
+    for what, have, want in (("weights", len(roles.weights), n_layers), ("vapor_cells", len(roles.vapor_cells), n_layers - 1),
+                             ("detectors.pre", len(roles.detectors.pre), n_layers),
+                             ("detectors.post", len(roles.detectors.post), n_layers - 1),
+                             ("detectors.error", len(roles.detectors.error), n_layers - 1)):
+        if have != want:
+            raise ConfigError(f"{src}: roles.{what}: {have} entries for a network with layer sizes {list(sizes)}; "
+                              f"expected {want} (the config wires hidden layers {list(p.hidden)})")
+    em = cfg.emulator
+    if em is not None and em.layer_sizes is not None and tuple(em.layer_sizes) != sizes:
+        raise ConfigError(f"{src}: emulator.layer_sizes: {em.layer_sizes} but this run needs {list(sizes)}; "
+                          "expected equal sizes (or drop layer_sizes)")
+    if ideal and not simulated:
+        raise ConfigError(f"--ideal: {src} drives real instruments; expected a simulated bench "
+                          "(emulator.autostart: true or twin instruments)")
+
+
+def build(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) -> FreeSpaceProcessor:
+    """FreeSpaceProcessor for (n_inputs, *hidden, n_outputs): the one place the free-space roles are assembled.
+
+    Each role's port comes from the in-process twin, or - for a config with an ``instruments`` section -
+    from the station (real drivers, or the wire-level twin auto-started for the run) where the role's
+    instrument has a driver. The twin (simulator code) is loaded only when some port is simulated.
+    """
+    sizes, a0, ideal = _resolve(cfg, n_inputs, n_outputs, ov)
+    insts = cfg.instruments
+    autostart = cfg.emulator is not None and cfg.emulator.autostart
+    all_twin = insts is None or all(s.driver == "twin" for s in insts.values())
+    simulated = all_twin or autostart
+    station = None
+    if insts is not None:
+        _check_station_run(cfg, sizes, ideal, simulated)
+        from lightloop.station import Station
+
+        station = Station(cfg.source)
+        station.mode = "twin" if all_twin else ("wire-twin" if autostart else "drivers")
+    try:
+        return _assemble(cfg, sizes, a0, ideal, simulated, all_twin, station)
+    except BaseException:
+        if station is not None:
+            station.close()
+        raise
+
+
+def _assemble(cfg: LabConfig, sizes: tuple[int, ...], a0: float, ideal: bool, simulated: bool, all_twin: bool,
+              station: Any) -> FreeSpaceProcessor:
+    """Ports (twin or station) -> HAL roles -> FreeSpaceProcessor, with the station's meter and calibration."""
+    p: Schema = cfg.processor
+    roles = cfg.roles
+    n_inputs, n_outputs, n_layers = sizes[0], sizes[-1], len(sizes) - 1
+    emu = tw = lock = None
+    if simulated:
+        from lightloop.simulators import free_space as tw
+
+        emu = tw.make_free_space_emulator(p, sizes, ideal)
+        if station is not None and cfg.emulator is not None and cfg.emulator.autostart:
+            from lightloop.simulators.wire.free_space import start_free_space_twin
+
+            station.server = start_free_space_twin(cfg, sizes, emu)
+            lock = station.server.lock
+    addresses = {}
+    if station is not None and station.server is not None:
+        addresses = {name: station.server.address(name) for name, s in cfg.instruments.items() if s.driver != "twin"}
+    ports = None
+    if station is not None:
+        from lightloop.station import FreeSpaceStation
+
+        ports = FreeSpaceStation(station, cfg.instruments, roles, addresses)
+
+    def on_twin(name: str | None) -> bool:
+        return ports is None or name is None or cfg.instruments[name].driver == "twin"
+
+    def twin(cls_name: str, *args: Any) -> Any:
+        port = getattr(tw, cls_name)(emu, *args)
+        return _LockedPort(port, lock) if lock is not None else port
+
+    laser = None
+    if ports is not None and not on_twin(roles.source.laser):
+        laser = ports.laser()
+    enc_port = twin("SourceTwin") if on_twin(roles and roles.input.instrument) \
+        else ports.display(roles.input, n_inputs, "input")
+    probe_port = twin("ProbeTwin") if on_twin(roles and roles.probe.instrument) \
+        else ports.display(roles.probe, n_outputs, "probe")
+
+    device = "analog" if (ideal and all_twin) else p.weights.device
+    block_cls = {"analog": AnalogWeightBlock, "slm": SLMWeightBlock, "dmd": DMDWeightBlock}[device]
+    twin_cls = {"analog": "AnalogWeightTwin", "slm": "SLMWeightTwin", "dmd": "DMDWeightTwin"}[device]
+    kw = dict(max_weight=p.weights.max_weight, efficiency=p.weights.efficiency)
     blocks = []
     for i in range(n_layers):
         shape = (sizes[i + 1], sizes[i])
-        kw = dict(max_weight=p.weights.max_weight, efficiency=p.weights.efficiency)
-        if device == "analog":
-            blocks.append(AnalogWeightBlock(AnalogWeightTwin(emu, i), shape, **kw))
-        elif device == "slm":
-            blocks.append(SLMWeightBlock(SLMWeightTwin(emu, i), shape, **kw))
-        else:
-            blocks.append(DMDWeightBlock(DMDWeightTwin(emu, i), shape, **kw))
-    limits = TemperatureLimits(p.vapor_cell.t_min_k, p.vapor_cell.t_max_k)
+        w = roles.weights[i] if roles is not None else None
+        port = twin(twin_cls, i) if on_twin(w and w.instrument) else ports.weights(w, shape)
+        blocks.append(block_cls(port, shape, **kw))
+
     cell_map = VaporCellMap(p.vapor_cell.sigma_l_m3)
-    absorbers = [SaturableAbsorber(VaporCellHeaterTwin(emu, i), cell_map, limits) for i in range(n_layers - 1)]
+    absorbers = []
+    for i in range(n_layers - 1):
+        t_lo, t_hi = p.vapor_cell.t_min_k, p.vapor_cell.t_max_k
+        c = roles.vapor_cells[i] if roles is not None else None
+        if on_twin(c and c.instrument):
+            port = twin("VaporCellHeaterTwin", i)
+        else:
+            port, t_lo, t_hi = ports.vapor_cell(i, c, t_lo, t_hi)
+        absorbers.append(SaturableAbsorber(port, cell_map, TemperatureLimits(t_lo, t_hi)))
+
+    def detector(tap: str, layer: int) -> Any:
+        ref = getattr(roles.detectors, tap)[layer] if roles is not None else None
+        if on_twin(ref and ref.instrument):
+            return twin("HomodyneTwin", tap, layer)
+        return ports.detector(tap, ref, sizes[layer + 1])
+
+    # registration order = the processor's acquisition order: pre, post, then error taps
+    pre = [HomodyneDetector(detector("pre", i)) for i in range(n_layers)]
+    post = [HomodyneDetector(detector("post", i)) for i in range(n_layers - 1)]
     err_gain = 1.0 if ideal else p.error_detector_gain_v
+    error = [HomodyneDetector(detector("error", i), HomodyneMap.unity(sizes[i + 1], err_gain))
+             for i in range(n_layers - 1)]
     proc = FreeSpaceProcessor(
-        encoder=InputEncoder(SourceTwin(emu), n_inputs, p.input_field_scale),
-        probe=ProbeSource(ProbeTwin(emu), n_outputs, p.probe_field),
-        weights=blocks,
-        absorbers=absorbers,
-        pre_taps=[HomodyneDetector(HomodyneTwin(emu, "pre", i)) for i in range(n_layers)],
-        post_taps=[HomodyneDetector(HomodyneTwin(emu, "post", i)) for i in range(n_layers - 1)],
-        error_taps=[HomodyneDetector(HomodyneTwin(emu, "error", i), HomodyneMap.unity(sizes[i + 1], err_gain))
-                    for i in range(n_layers - 1)],
-        stateful=[emu],
-    )
+        encoder=InputEncoder(enc_port, n_inputs, p.input_field_scale),
+        probe=ProbeSource(probe_port, n_outputs, p.probe_field),
+        weights=blocks, absorbers=absorbers, pre_taps=pre, post_taps=post, error_taps=error,
+        stateful=[emu] if emu is not None else [])
+    if station is not None:
+        proc.station = station
+        station.meter.attach(proc)
     proc.set_optical_depth(a0)
     proc.error_averages, proc.error_readout = p.error_averages, p.error_readout
-    proc.emulator = emu  # the twin, for truth reports; training never touches it
+    if laser is not None:
+        laser.on(cfg.roles.source.operating_current)
+    proc.emulator = emu  # the twin (None on hardware), for truth reports; training never touches it
     proc.device = device
     return _attach_calibration(proc, cfg)
 
@@ -178,14 +289,14 @@ def _attach_calibration(proc: FreeSpaceProcessor, cfg: LabConfig) -> FreeSpacePr
     """Load the newest matching calibration records from the config's store into the HAL maps; wire the
     re-calibration hook when the config asks for one."""
     p: Schema = cfg.processor
-    proc.bench_name = cfg.bench  # type: ignore[attr-defined]
-    proc.calibration_log = []  # type: ignore[attr-defined]
+    proc.bench_name = cfg.bench
+    proc.calibration_log = []
     if p.calibration.store:
         from lightloop.calibration.store import CalibrationStore, load_into_processor
 
         store = CalibrationStore(resolve_store(cfg))
         try:
-            proc.calibration_log = load_into_processor(  # type: ignore[attr-defined]
+            proc.calibration_log = load_into_processor(
                 proc, store, cfg.bench, max_age_days=p.calibration.max_age_days,
                 on_mismatch=p.calibration.on_mismatch)
         except BaseException:

@@ -13,12 +13,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from lightloop.bench import BuildOverrides
-from lightloop.config import LabConfig, StrictModel
+from lightloop.schema import BuildOverrides, LabConfig, StrictModel
 from lightloop.errors import ConfigError
-from lightloop.hal.chip import (
+from lightloop.hal.chip import ChipProcessor
+from lightloop.hal.chip_roles import (
     ChipLayer,
-    ChipProcessor,
     CoherentReceiver,
     EOActivation,
     EOActivationModel,
@@ -29,7 +28,7 @@ from lightloop.hal.chip import (
 )
 from lightloop.hal.phase_shifters import PhaseShifterBank, ThermoOpticCalibration
 
-__all__ = ["Schema", "build", "HEATER_DRIVER_V_MAX"]
+__all__ = ["Schema", "build", "validate_sections", "HEATER_DRIVER_V_MAX"]
 
 #: hardware limit of the heater driver (Qontrol-style, 12 V); configs may only narrow it
 HEATER_DRIVER_V_MAX = 12.0
@@ -142,16 +141,25 @@ class Schema(StrictModel):
 _EXTRA = {"chip_seed", "noise_seed", "precision", "phi0_sd_rad"}
 
 
+def validate_sections(cfg: LabConfig) -> None:
+    """Validate the station sections; building this bench on instruments is refused until its wiring exists."""
+    if cfg.instruments is None and cfg.roles is None and cfg.emulator is None:
+        return
+    from lightloop.station import validate_station
+
+    validate_station(cfg)
+    raise ConfigError(f"{cfg.source}: instruments: the 'integrated_chip' builder does not drive instruments yet (its "
+                      "HAL wiring onto drivers is pending); expected processor.kind free_space, or no instruments "
+                      "section to use the twin")
+
+
 def build(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) -> ChipProcessor:
     """ChipProcessor on the in-process twin for (n_inputs, *hidden, n_outputs)."""
     from lightloop.physics.mzi import thermal_crosstalk
-    from lightloop.simulators.chip import (
+    from lightloop.simulators.chip import ChipEmulator
+    from lightloop.simulators.chip_ports import (
         ActivationTwin,
         AdjointSourceTwin,
-        ChipDesign,
-        ChipEmulator,
-        ChipTruth,
-        ChipVariation,
         ForwardSourceTwin,
         HeaterDriverTwin,
         InjectorTwin,
@@ -160,6 +168,7 @@ def build(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) -> 
         OutputReceiverTwin,
         TapMonitorTwin,
     )
+    from lightloop.simulators.chip_truth import ChipDesign, ChipTruth, ChipVariation
     from lightloop.simulators.thermo_optic import ThermoOpticVariation
 
     p: Schema = cfg.processor

@@ -6,8 +6,9 @@ Public API:
   CalibrationStore, load_into_processor, CalibrationWarning                               (store)
   RecalibrationHook, ReadoutMonitor, attach_recalibration                                 (drift)
   twin_truth_report, TOLERANCES                                                          (report: twins only)
-The free-space routines live in lightloop.calibration.free_space; other benches add a module to
-base.CALIBRATION_PLUGINS.
+The free-space routines live in the package lightloop.calibration.free_space (one module per routine);
+other benches add a module to base.CALIBRATION_PLUGINS. Only the report modules (report, chip_report)
+read a twin's truth, to grade results.
 """
 
 from lightloop.calibration.base import (

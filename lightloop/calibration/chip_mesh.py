@@ -35,7 +35,6 @@ from numpy.typing import NDArray
 from lightloop.calibration.base import CalibrationResult, Counts, Routine, RunContext, register_routine
 from lightloop.calibration.chip import _all_sources_dark, _is_chip, layer_model
 from lightloop.calibration.mesh_model import gauge_fidelity, refine_phases
-from lightloop.calibration.report import register_grader
 from lightloop.physics.mzi import decompose, random_unitary
 
 __all__ = ["MeshRoutine", "measure_unitary", "program_from_model", "ideal_phases", "self_configure",
@@ -205,25 +204,3 @@ class MeshRoutine(Routine):
 
     def apply(self, proc: Any, arrays: dict[str, NDArray], meta: dict[str, Any]) -> None:
         """Nothing to apply: the routine verifies the calibrated model (its fidelities are the record)."""
-
-
-@register_grader("mesh", {"true_fidelity_min_shortfall": 0.01})
-def _grade_mesh(proc: Any, result: Any) -> dict[str, Any]:
-    """Fidelity of the twin's TRUE layer matrix (the last model-programmed target, output phases free;
-    nominal-loss scaled and unit-normalised) next to the receiver-measured one (twins only). The truth sees
-    the layer from its physical inputs, so the injectors' phase errors (the calibration's reference) count."""
-    emu = getattr(proc, "emulator", None)
-    if emu is None or result is None:
-        return {}
-    layers, worst = {}, 0.0
-    for li, lay in enumerate(proc.layers):
-        if f"target_re_{li}" not in result.arrays:
-            continue
-        u_t = result.arrays[f"target_re_{li}"] + 1j * result.arrays[f"target_im_{li}"]
-        u = np.asarray(emu.layers[li].matrix(), np.complex128) * np.sqrt(float(lay.detector_gain))
-        f_true = gauge_fidelity(u_t, u, bool(lay.screen))
-        f_unit = gauge_fidelity(u_t, u, bool(lay.screen), unit=True)
-        f_meas = float(result.arrays[f"fidelity_unit_{li}"][-1, 2])
-        layers[str(li)] = {"true_fidelity": f_true, "true_fidelity_unit": f_unit, "measured_fidelity_unit": f_meas}
-        worst = max(worst, 1.0 - f_unit)
-    return {"layers": layers, "true_fidelity_min_shortfall": worst}

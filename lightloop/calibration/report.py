@@ -1,9 +1,11 @@
 """Twin-truth report: how far each calibration is from the twin's HIDDEN truth.
 
-This module is the only calibration code that looks at a twin's truth, and only to grade results
-after the fact: it finds the emulator the bench builder attached (`proc.emulator`) with getattr
-and compares the HAL's current maps against it. The routines and fits never see it; on a real
-bench there is no emulator and the report is empty.
+The report modules (this one: the free-space routines; `chip_report`: the integrated chip) are the
+only calibration code that looks at a twin's truth, and only to grade results after the fact: they
+find the emulator the bench builder attached (`proc.emulator`) with getattr and compare the HAL's
+current maps against it. The routines and fits never see it; on a real bench there is no emulator
+and the report is empty. Other benches' graders come from REPORT_MODULES (each module's GRADERS,
+registered here with their tolerances) or from `register_grader`.
 
 Identifiable vs degenerate quantities: the output layer's efficiency and the output/backward
 detector gains are only known as products (no saturable absorber after the output layer), so
@@ -16,9 +18,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from lightloop.calibration import chip_report
 from lightloop.hal.processor import OpticalProcessor
 
-__all__ = ["TOLERANCES", "TRUTH_GRADERS", "register_grader", "twin_truth_report", "weight_fidelity"]
+__all__ = ["TOLERANCES", "TRUTH_GRADERS", "REPORT_MODULES", "register_grader", "twin_truth_report", "weight_fidelity"]
 
 #: stated tolerances the tests and benchmarks check (max over channels / layers / cells)
 TOLERANCES = {
@@ -197,6 +200,13 @@ def register_grader(routine: str, tolerances: dict[str, float] | None = None) ->
             TOLERANCES[f"{routine}.{k}"] = v
         return fn
     return deco
+
+
+#: report modules of other benches, each with GRADERS = {routine: (grader, {figure: tolerance})}
+REPORT_MODULES = (chip_report,)
+for _module in REPORT_MODULES:
+    for _routine, (_grader, _tolerances) in _module.GRADERS.items():
+        register_grader(_routine, _tolerances)(_grader)
 
 
 def twin_truth_report(proc: OpticalProcessor, outcomes: Sequence[Any] = ()) -> dict[str, Any]:

@@ -28,346 +28,26 @@ In-situ gradient of layer l (Hughes 2018; Pai 2023), with delta = z(L) - t and L
   non-uniform loss from biasing the gradient), e(l-1) = 2 Re(v(l)) * g'(p(l-1)) on the activation ports.
 The adjoint needs layers that are unitary up to uniform loss (the time-reversed field must retrace the
 adjoint), so 'svd' layers (attenuators in the path) serve finite differences only.
+
+Ports: ``lightloop.hal.ports`` (integrated-chip section); roles: ``lightloop.hal.chip_roles`` and
+``lightloop.hal.phase_shifters``; this module: the ChipProcessor.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
-from lightloop.errors import ConfigError, InstrumentError, SafetyLimitError
-from lightloop.hal.phase_shifters import PhaseShifterBank
+from lightloop.errors import ConfigError
+from lightloop.hal.chip_roles import ChipLayer, EOActivation, ForwardSource, PowerDetector
 from lightloop.hal.processor import ForwardTaps, OpticalProcessor
-from lightloop.physics.mzi import decompose, eo_activation, eo_activation_slope, random_unitary
 
-__all__ = [
-    "ForwardLightPort",
-    "FieldSourcePortC",
-    "TapMonitorPort",
-    "CoherentReceiverPort",
-    "PhotodiodePort",
-    "ActivationPort",
-    "ForwardSource",
-    "FieldInjector",
-    "MeshMonitor",
-    "CoherentReceiver",
-    "PowerDetector",
-    "EOActivationModel",
-    "EOActivation",
-    "ChipLayer",
-    "ChipProcessor",
-    "PHASE_BOUND",
-]
+__all__ = ["ChipProcessor", "PHASE_BOUND"]
 
 #: trainer bounds on phase parameters (rad); the bank wraps phases into one period anyway
 PHASE_BOUND = 32 * np.pi
-
-
-# --- ports (device units) -------------------------------------------------------------------------------
-@runtime_checkable
-class ForwardLightPort(Protocol):
-    """Input IQ-modulator array (complex field patterns, one per sample) and the forward-path laser gate
-    (the gate also feeds the activations' supply carriers)."""
-
-    n_channels: int
-
-    def write_fields(self, fields: NDArray[np.complex64]) -> None: ...
-
-    def set_enabled(self, on: bool) -> None: ...
-
-
-@runtime_checkable
-class FieldSourcePortC(Protocol):
-    """An IQ-modulator array injecting complex fields (batch, n) into the chip; None turns it dark."""
-
-    n_channels: int
-
-    def write_fields(self, fields: NDArray[np.complex64] | None) -> None: ...
-
-
-@runtime_checkable
-class TapMonitorPort(Protocol):
-    """Photodiodes on the taps at every phase shifter of a layer: volts (n_taps,), one exposure that
-    integrates the whole displayed batch."""
-
-    n_taps: int
-
-    def acquire(self) -> NDArray[np.float32]: ...
-
-
-@runtime_checkable
-class CoherentReceiverPort(Protocol):
-    """Coherent (IQ) receivers on n waveguides: complex volts (batch, n)."""
-
-    n_channels: int
-
-    def acquire(self) -> NDArray[np.complex64]: ...
-
-
-@runtime_checkable
-class PhotodiodePort(Protocol):
-    """Power detectors: volts (batch, n)."""
-
-    n_channels: int
-
-    def acquire(self) -> NDArray[np.float32]: ...
-
-
-@runtime_checkable
-class ActivationPort(Protocol):
-    """Opto-electronic activations: ring bias voltages, photodiode volts and slope-output volts."""
-
-    n_channels: int
-
-    def set_bias_voltages(self, volts: NDArray[np.float64]) -> None: ...
-
-    def acquire_power(self) -> NDArray[np.float32]: ...
-
-    def acquire_slope(self) -> NDArray[np.float32]: ...
-
-
-# --- roles (physical units) -----------------------------------------------------------------------------
-class ForwardSource:
-    """Encodes x in [0, 1] as port amplitudes [s (2x - 1) | s x, bias..., 0...] and gates the forward light."""
-
-    def __init__(self, port: ForwardLightPort, n_features: int, field_scale: float = 1.0, signed: bool = True,
-                 bias_ports: int = 0, bias_amplitude: float = 1.0, max_field: float = 10.0,
-                 dtype: type = np.float32):
-        if n_features + bias_ports > port.n_channels:
-            raise ConfigError(f"chip encoder: {n_features} features + {bias_ports} bias ports exceed "
-                              f"{port.n_channels} input ports")
-        if not 0 < field_scale <= max_field or not 0 <= bias_amplitude <= max_field:
-            raise ConfigError(f"chip encoder: field_scale and bias_amplitude must be in (0, {max_field}]")
-        self.port, self.n_features, self.n_ports = port, n_features, port.n_channels
-        self.field_scale, self.signed = float(field_scale), bool(signed)
-        self.bias_ports, self.bias_amplitude = int(bias_ports), float(bias_amplitude)
-        self.dtype = np.dtype(dtype)
-        self.cdtype = np.dtype(np.complex64 if self.dtype == np.float32 else np.complex128)
-        self.enabled = False
-
-    def encode(self, x: NDArray) -> NDArray:
-        """Port amplitudes (batch, n_ports) for features x (batch, n_features) in [0, 1]."""
-        if x.ndim != 2 or x.shape[1] != self.n_features:
-            raise ValueError(f"chip encoder: expected a batch of shape (batch, {self.n_features}), got {x.shape}")
-        if not np.isfinite(x).all():
-            raise ValueError("chip encoder: input contains NaN or inf")
-        out = np.zeros((x.shape[0], self.n_ports), self.dtype)
-        xs = np.clip(x, 0.0, 1.0)
-        out[:, : self.n_features] = self.field_scale * ((2 * xs - 1) if self.signed else xs)
-        out[:, self.n_features: self.n_features + self.bias_ports] = self.bias_amplitude
-        return out
-
-    def display(self, x: NDArray) -> NDArray:
-        """Show the batch and open the forward path; returns the port amplitudes."""
-        f = self.encode(x)
-        self.port.write_fields(f.astype(self.cdtype))
-        self.on()
-        return f
-
-    def on(self) -> None:
-        """Open the forward laser path."""
-        if not self.enabled:
-            self.port.set_enabled(True)
-            self.enabled = True
-
-    def dark(self) -> None:
-        """Close the forward laser path (inputs and activation carriers)."""
-        if self.enabled:
-            self.port.set_enabled(False)
-            self.enabled = False
-
-
-class FieldInjector:
-    """An IQ-modulator array injecting complex fields; peak amplitude limited to max_field."""
-
-    def __init__(self, port: FieldSourcePortC, max_field: float = 10.0, name: str = "injector"):
-        self.port, self.n, self.max_field, self.name = port, port.n_channels, float(max_field), name
-        self.active = False
-
-    def inject(self, fields: NDArray) -> None:
-        """Inject fields (batch, n); refuses peaks beyond max_field (nothing written)."""
-        if fields.ndim != 2 or fields.shape[1] != self.n:
-            raise ValueError(f"{self.name}: expected (batch, {self.n}) fields, got {fields.shape}")
-        peak = float(np.max(np.abs(fields))) if fields.size else 0.0
-        if not np.isfinite(peak):
-            raise SafetyLimitError(f"{self.name}: fields contain NaN or inf; nothing written")
-        if peak > self.max_field * (1 + 1e-6):
-            raise SafetyLimitError(f"{self.name}: peak field {peak:.4g} exceeds max_field {self.max_field:.4g}; nothing written")
-        self.port.write_fields(fields)
-        self.active = True
-
-    def off(self) -> None:
-        """Dark."""
-        if self.active:
-            self.port.write_fields(None)
-            self.active = False
-
-
-def _finite(a: NDArray, what: str) -> NDArray:
-    if not np.all(np.isfinite(a)):
-        raise InstrumentError(f"{what}: acquisition returned NaN or inf")
-    return a
-
-
-class MeshMonitor:
-    """Tap photodiodes at every phase shifter of a layer: batch-integrated intensities (field units squared).
-
-    One exposure spans the displayed batch (the gradient needs only sum_b), so a read costs one frame
-    whatever the batch size."""
-
-    def __init__(self, port: TapMonitorPort, gain_v: float | NDArray = 1.0, offset_v: float | NDArray = 0.0,
-                 name: str = "mesh monitor"):
-        self.port, self.name = port, name
-        self.gain = np.broadcast_to(np.asarray(gain_v, np.float32), (port.n_taps,)).copy()
-        self.offset = np.broadcast_to(np.asarray(offset_v, np.float32), (port.n_taps,)).copy()
-        self._unity = bool(np.all(self.gain == 1) and np.all(self.offset == 0))
-
-    @property
-    def n_taps(self) -> int:
-        """Number of taps (= phase shifters of the layer)."""
-        return self.port.n_taps
-
-    def acquire(self) -> NDArray:
-        """Intensities (n_taps,) at the taps for the light now in the chip, summed over the batch."""
-        v = _finite(self.port.acquire(), self.name)
-        return v if self._unity else (v - self.offset) / self.gain
-
-
-class CoherentReceiver:
-    """IQ receivers returning calibrated complex fields."""
-
-    def __init__(self, port: CoherentReceiverPort, gain_v: float = 1.0, name: str = "coherent receiver"):
-        self.port, self.gain, self.name = port, complex(gain_v), name
-
-    @property
-    def n_channels(self) -> int:
-        """Number of receivers."""
-        return self.port.n_channels
-
-    def acquire(self) -> NDArray:
-        """Complex fields (batch, n)."""
-        v = _finite(self.port.acquire(), self.name)
-        return v if self.gain == 1 else v / np.complex64(self.gain)
-
-
-class PowerDetector:
-    """Output photodiodes returning calibrated powers."""
-
-    def __init__(self, port: PhotodiodePort, gain_v: float = 1.0, name: str = "output detectors"):
-        self.port, self.gain, self.name = port, float(gain_v), name
-
-    @property
-    def n_channels(self) -> int:
-        """Number of detectors."""
-        return self.port.n_channels
-
-    def acquire(self) -> NDArray:
-        """Powers (batch, n)."""
-        v = _finite(self.port.acquire(), self.name)
-        return v if self.gain == 1 else v * np.float32(1.0 / self.gain)
-
-
-@dataclass
-class EOActivationModel:
-    """Calibrated ring-modulator activation: a(p) = sqrt(P_s T(delta + k p)) (lightloop.physics.mzi)."""
-
-    k: float = 3.0
-    t_min: float = 0.0
-    supply: float = 1.0
-    detuning: float = 0.0
-    detuning_per_volt: float = 1.0   # ring bias: resonance shift (linewidths) per volt
-    pd_gain_v: float = 1.0           # photodiode volts per unit power
-    slope_gain_v: float = 1.0        # slope-output volts per unit of da/dp
-
-    def transfer(self, p: NDArray) -> NDArray:
-        """a(p)."""
-        return eo_activation(p, self.detuning, self.k, self.t_min, self.supply)
-
-    def slope(self, p: NDArray) -> NDArray:
-        """a'(p)."""
-        return eo_activation_slope(p, self.detuning, self.k, self.t_min, self.supply)
-
-
-class EOActivation:
-    """Opto-electronic activations of one hidden layer (photodiode -> ring modulator) with slope output."""
-
-    def __init__(self, port: ActivationPort, model: EOActivationModel | None = None, v_bias_max: float = 5.0,
-                 name: str = "EO activation"):
-        self.port, self.model, self.v_bias_max, self.name = port, model or EOActivationModel(), float(v_bias_max), name
-
-    @property
-    def n_channels(self) -> int:
-        """Number of neurons."""
-        return self.port.n_channels
-
-    def set_detuning(self, detuning: float | NDArray) -> None:
-        """Bias every ring to a detuning (linewidths) through its bias voltage (checked against v_bias_max)."""
-        d = np.broadcast_to(np.asarray(detuning, np.float64), (self.n_channels,))
-        v = d / self.model.detuning_per_volt
-        if not np.all(np.isfinite(v)) or np.any(np.abs(v) > self.v_bias_max):
-            raise SafetyLimitError(f"{self.name}: detuning {detuning} needs |V| > {self.v_bias_max} V; nothing written")
-        self.port.set_bias_voltages(v)
-        self.model.detuning = float(np.mean(d))
-
-    def acquire(self) -> NDArray:
-        """Photodiode powers p (batch, n)."""
-        v = _finite(self.port.acquire_power(), self.name)
-        return v if self.model.pd_gain_v == 1 else v * np.float32(1.0 / self.model.pd_gain_v)
-
-    def acquire_slope(self) -> NDArray:
-        """The chip's activation-slope output g'(p) (batch, n) for the light now in the chip."""
-        v = _finite(self.port.acquire_slope(), self.name)
-        return v if self.model.slope_gain_v == 1 else v * np.float32(1.0 / self.model.slope_gain_v)
-
-    def transfer_model(self, p: NDArray) -> NDArray:
-        """Calibrated a(p)."""
-        return self.model.transfer(p)
-
-    def slope_model(self, p: NDArray) -> NDArray:
-        """Calibrated a'(p)."""
-        return self.model.slope(p)
-
-    def safe_state(self) -> None:
-        """Ring biases to 0 V."""
-        self.port.set_bias_voltages(np.zeros(self.n_channels))
-
-
-@dataclass
-class ChipLayer:
-    """HAL devices of one mesh layer."""
-
-    kind: str                       # 'unitary' | 'svd'
-    n_ports: int
-    bank: PhaseShifterBank
-    monitor: MeshMonitor
-    out_receiver: CoherentReceiver  # forward fields at the layer outputs
-    in_receiver: CoherentReceiver   # backward (adjoint) fields at the layer inputs
-    adjoint_source: FieldInjector   # backward injection at the outputs
-    injector: FieldInjector         # forward injection at the inputs (time-reversed adjoint)
-    tap_depth: NDArray[np.intp]     # MZI columns between the layer input and each tap
-    detector_gain: float = 1.0      # designed photodiode gain 1 / T: p = detector_gain |z|^2 (T = nominal
-                                    # power transmission of the layer, so powers read as if lossless)
-    mesh: str = "rectangular"       # 'rectangular' | 'triangular'
-    screen: bool = False            # output phase screen present (unitary layers)
-    couplers: NDArray[np.float64] | None = None   # calibrated coupler errors (2, n_mzi) rad: [alpha1, alpha2]
-
-    def random_phases(self, rng: np.random.Generator) -> NDArray[np.float64]:
-        """Phases of a Haar-random layer (decomposed Haar unitaries; uniform attenuator settings)."""
-        n = self.n_ports
-        if self.kind == "unitary":
-            m = decompose(random_unitary(n, rng), self.mesh)
-            parts = [m.theta, m.phi] + ([m.out_phase] if self.screen else [])
-        else:
-            m1, m2 = decompose(random_unitary(n, rng), self.mesh), decompose(random_unitary(n, rng), self.mesh)
-            parts = [m1.theta, m1.phi, rng.uniform(0, np.pi, n), rng.uniform(0, 2 * np.pi, n),
-                     m2.theta, m2.phi, m2.out_phase]
-        out = np.concatenate(parts)
-        if out.size != self.bank.n_channels:
-            raise ConfigError(f"chip layer: {out.size} phases for {self.bank.n_channels} phase shifters")
-        return out
 
 
 class ChipProcessor(OpticalProcessor):
@@ -420,6 +100,7 @@ class ChipProcessor(OpticalProcessor):
 
     def program(self, params: Sequence[NDArray]) -> None:
         """Write every layer's phases (one batched heater write per layer)."""
+        self._notify("program")
         if len(params) != len(self.layers):
             raise ValueError(f"chip processor: expected {len(self.layers)} phase arrays, got {len(params)}")
         for lay, p in zip(self.layers, params):
@@ -526,6 +207,7 @@ class ChipProcessor(OpticalProcessor):
     def measure_phase_gradients(self, delta_out: NDArray) -> list[NDArray[np.float32]]:
         """In-situ adjoint gradients dL/dphase of every layer from forward, adjoint and sum intensities at the
         taps; delta_out = B dL/dz (z - t for L = 1/(2B) sum ||z - t||^2). Call right after forward(x)."""
+        self._notify("backward")
         if "adjoint" not in self.capabilities:
             raise ConfigError("chip processor: in-situ adjoint gradients need 'unitary' mesh layers")
         gs, _ = self._adjoint(np.asarray(delta_out, self._rd), grads=True)
@@ -533,6 +215,7 @@ class ChipProcessor(OpticalProcessor):
 
     def backward(self, delta_out: NDArray) -> list[NDArray]:
         """Optical backward pass: delta(l) = B dL/dp(l) per hidden layer (measured), then delta_out."""
+        self._notify("backward")
         delta_out = np.asarray(delta_out, self._rd)
         _, errs = self._adjoint(delta_out, grads=False)
         b = self._rd(delta_out.shape[0])
@@ -544,21 +227,12 @@ class ChipProcessor(OpticalProcessor):
 
     # --- bookkeeping -----------------------------------------------------------------------------------
     def summary_fields(self) -> dict[str, Any]:
-        """Chip figures for the run summary."""
+        """Chip figures for the run summary (then the station's, on instruments)."""
         return {**self.info, "phase_shifters": int(sum(l.bank.n_channels for l in self.layers)),
-                "clipped_phase_writes": int(sum(l.bank.clipped_total for l in self.layers))}
+                "clipped_phase_writes": int(sum(l.bank.clipped_total for l in self.layers)),
+                **super().summary_fields()}
 
-    def snapshot(self) -> dict[str, Any]:
-        """Twin state (noise generators, drift) for exact resume."""
-        return {str(i): s.snapshot() for i, s in enumerate(self._stateful)}
-
-    def restore(self, state: dict[str, Any]) -> None:
-        """Restore `snapshot` state."""
-        for i, s in enumerate(self._stateful):
-            if str(i) in state:
-                s.restore(state[str(i)])
-
-    def safe_state(self) -> None:
+    def device_safe_state(self) -> None:
         """Light off, injections dark, heaters and ring biases to 0 V."""
         try:
             self.source.dark()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -17,12 +17,6 @@ from lightloop.hal.free_space_roles import (
 from lightloop.hal.processor import ForwardTaps, OpticalProcessor
 
 __all__ = ["FreeSpaceProcessor"]
-
-
-class _Stateful(Protocol):
-    def snapshot(self) -> dict[str, Any]: ...
-
-    def restore(self, state: dict[str, Any]) -> None: ...
 
 
 class FreeSpaceProcessor(OpticalProcessor):
@@ -42,7 +36,7 @@ class FreeSpaceProcessor(OpticalProcessor):
         pre_taps: Sequence[HomodyneDetector],
         post_taps: Sequence[HomodyneDetector],
         error_taps: Sequence[HomodyneDetector],
-        stateful: Sequence[_Stateful] = (),
+        stateful: Sequence[Any] = (),
     ):
         n_layers = len(weights)
         if not (len(absorbers) == len(post_taps) == len(error_taps) == n_layers - 1 and len(pre_taps) == n_layers):
@@ -84,6 +78,7 @@ class FreeSpaceProcessor(OpticalProcessor):
 
     def program(self, params: Sequence[NDArray]) -> None:
         """Write every layer's weights (one frame per weight device)."""
+        self._notify("program")
         for block, w in zip(self.weights, params):
             block.write(w)
 
@@ -104,6 +99,7 @@ class FreeSpaceProcessor(OpticalProcessor):
 
     def backward(self, delta_out: NDArray) -> list[NDArray]:
         """Inject delta(L) as a weak probe; acquire delta(l) = (W(l+1)^T delta(l+1)) * T(z(l)) at each cell."""
+        self._notify("backward")
         n = int(self.error_averages)
         scale = self.probe.display(delta_out)
         errs = self._acquire_errors(n)
@@ -134,20 +130,11 @@ class FreeSpaceProcessor(OpticalProcessor):
         return self.absorbers[layer].transmission_model(pre)
 
     def summary_fields(self) -> dict[str, Any]:
-        """Bench figures for the run summary."""
-        return {"optical_depth": self.absorbers[0].optical_depth if self.absorbers else None}
+        """Bench figures for the run summary (then the station's, on instruments)."""
+        return {"optical_depth": self.absorbers[0].optical_depth if self.absorbers else None,
+                **super().summary_fields()}
 
-    def snapshot(self) -> dict[str, Any]:
-        """Twin state (noise generators) for exact resume."""
-        return {str(i): s.snapshot() for i, s in enumerate(self._stateful)}
-
-    def restore(self, state: dict[str, Any]) -> None:
-        """Restore `snapshot` state."""
-        for i, s in enumerate(self._stateful):
-            if str(i) in state:
-                s.restore(state[str(i)])
-
-    def safe_state(self) -> None:
+    def device_safe_state(self) -> None:
         """Sources dark, weights zero, heaters to their lowest set-point."""
         self.encoder.port.write_fields(np.zeros((1, self.encoder.n), np.float32))
         self.probe.port.write_fields(np.zeros((1, self.probe.n), np.float32))

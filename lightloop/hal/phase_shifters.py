@@ -1,7 +1,8 @@
 """Thermo-optic phase-shifter bank: phases in radians <-> heater voltages, per-channel voltage limits,
-crosstalk compensation, one batched write per call.
+crosstalk compensation, one batched write per call (a role of the integrated chip, on a
+``lightloop.hal.ports.HeaterPort``).
 
-Model (DESIGN.md): phase = phi0 + (C P) / P_pi with P = V^2 / R; P_pi is the heater power per radian
+Model (docs/architecture.md): phase = phi0 + (C P) / P_pi with P = V^2 / R; P_pi is the heater power per radian
 (W/rad) and C the thermal crosstalk matrix on heater powers (C_ii = 1). The bank only knows its
 calibration (nominal until a calibration routine measures the chip).
 
@@ -20,28 +21,18 @@ Phase policy (documented contract):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from lightloop.errors import ConfigError, InstrumentError, SafetyLimitError
+from lightloop.hal.ports import HeaterPort
 from lightloop.physics.mzi import thermo_optic_phase
 
-__all__ = ["HeaterPort", "ThermoOpticCalibration", "PhaseShifterBank"]
+__all__ = ["ThermoOpticCalibration", "PhaseShifterBank"]
 
 TWO_PI = 2 * np.pi
-
-
-@runtime_checkable
-class HeaterPort(Protocol):
-    """A multichannel heater driver (volts); set_voltages is one batched transaction."""
-
-    n_channels: int
-
-    def set_voltages(self, voltages: Sequence[float]) -> None: ...
-
-    def get_voltages(self) -> Sequence[float]: ...
 
 
 @dataclass

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -42,10 +43,53 @@ class OpticalProcessor(ABC):
     free-space bench, phases for a mesh chip, conductances for a flow network); the processor
     maps them to device settings through its calibration and clips them to what the hardware
     can realise.
+
+    Attributes the bench builder sets (declared here so every processor has them):
+    ``bench_name`` (the config's bench), ``emulator`` (the in-process twin, or None on instruments;
+    only truth reports read it), ``station`` (the connected instruments, or None; see
+    ``lightloop.station``), ``calibration_log`` (ids of the calibration records loaded),
+    ``step_hooks`` (called by the Trainer after every update with the step info),
+    ``activity_hooks`` (called with ``"program"`` / ``"backward"`` at the start of those calls;
+    the station's per-step meter listens here), ``device`` (weight device kind, free space),
+    ``feedback_channel`` (an attached photon-counting feedback channel, or None).
     """
 
     #: names of the gradient methods this processor can serve (beyond generic ones)
     capabilities: frozenset[str] = frozenset()
+
+    bench_name: str = ""
+    emulator: Any = None
+    station: Any = None
+    device: str | None = None
+    feedback_channel: Any = None
+    _stateful: Sequence[Any] = ()
+
+    @property
+    def calibration_log(self) -> list[dict[str, Any]]:
+        """Calibration records loaded into this processor (id, routine, version), in load order."""
+        return self.__dict__.setdefault("_calibration_log", [])
+
+    @calibration_log.setter
+    def calibration_log(self, records: list[dict[str, Any]]) -> None:
+        self.__dict__["_calibration_log"] = list(records)
+
+    @property
+    def step_hooks(self) -> list[Callable[[dict[str, Any]], None]]:
+        """Trainer step hooks this processor brings (called after every update)."""
+        return self.__dict__.setdefault("_step_hooks", [])
+
+    @step_hooks.setter
+    def step_hooks(self, hooks: list[Callable[[dict[str, Any]], None]]) -> None:
+        self.__dict__["_step_hooks"] = list(hooks)
+
+    @property
+    def activity_hooks(self) -> list[Callable[[str], None]]:
+        """Listeners told "program" / "backward" when those calls start."""
+        return self.__dict__.setdefault("_activity_hooks", [])
+
+    def _notify(self, event: str) -> None:
+        for hook in self.__dict__.get("_activity_hooks", ()):
+            hook(event)
 
     @property
     @abstractmethod
@@ -76,6 +120,14 @@ class OpticalProcessor(ABC):
         """Inject the output error as backward light; return tapped errors delta(l), l = 1..L."""
         raise NotImplementedError(f"{type(self).__name__} has no optical backward path")
 
+    def activation_slope(self, layer: int, pre: NDArray) -> NDArray:
+        """Calibrated model slope g'(z) of the nonlinearity after weight layer `layer` (0-based)."""
+        raise NotImplementedError(f"{type(self).__name__} has no activation slope model")
+
+    def measure_phase_gradients(self, delta_out: NDArray) -> list[NDArray]:
+        """In-situ gradients dL/dphase of every mesh layer (rad^-1); chips with unitary meshes only."""
+        raise NotImplementedError(f"{type(self).__name__} has no in-situ phase gradients")
+
     @property
     def measurements(self) -> int:
         """Detector acquisitions made so far (one per detector array per batch)."""
@@ -84,18 +136,35 @@ class OpticalProcessor(ABC):
     def _count(self, n: int = 1) -> None:
         self._measurements = self.measurements + n
 
+    def summary_fields(self) -> dict[str, Any]:
+        """Bench figures for the run summary (plus the station's per-step figures on instruments)."""
+        return self.station.summary() if self.station is not None else {}
+
     def snapshot(self) -> dict[str, Any]:
-        """Restorable state that is not parameters (e.g. a twin's noise generator); {} for hardware."""
-        return {}
+        """Restorable state that is not parameters: each stateful twin's (noise generators, drift); {} on hardware."""
+        return {str(i): s.snapshot() for i, s in enumerate(self._stateful)}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Restore what `snapshot` returned."""
+        for i, s in enumerate(self._stateful):
+            if str(i) in state:
+                s.restore(state[str(i)])
 
     def safe_state(self) -> None:
         """Drive every device to its safe state (outputs to zero, sources off)."""
+        if self.station is not None:
+            self.station.safe_state()
+            return
+        self.device_safe_state()
+
+    def device_safe_state(self) -> None:
+        """Safe state through the HAL roles alone (the in-process twin's; a station runs its own sequence)."""
 
     def close(self) -> None:
-        """Leave the bench in its safe state and release the devices."""
+        """Leave the bench in its safe state and release the devices (and the station, if any)."""
+        if self.station is not None:
+            self.station.close()
+            return
         self.safe_state()
 
     def __enter__(self) -> "OpticalProcessor":

@@ -1,9 +1,9 @@
 """Safety policy of the HAL: limits that can only narrow, and set-point ramps that start from a read-back.
 
 Nothing in this module talks to a driver. The policy objects wrap *device ports* - small protocols in
-device units (kelvin, amperes, volts) that driver adapters (``lightloop.benches.adapters``) or test
+device units (kelvin, amperes, volts) that driver adapters (``lightloop.station.adapters``) or test
 fakes implement - and refuse every out-of-limit value with :class:`SafetyLimitError` BEFORE anything
-is handed to the port, so no such value can reach a driver or the wire (DESIGN.md, Reliability rules).
+is handed to the port, so no such value can reach a driver or the wire (docs/architecture.md, Reliability rules).
 
 Rules implemented here:
 

@@ -15,7 +15,7 @@ Conventions (Hughes et al., Optica 5, 864 (2018); Pai et al., Science 380, 398 (
   Rectangular (Clements et al., Optica 3, 1460 (2016)): N columns, N(N-1)/2 MZIs, column k holds the MZIs
   on modes (m, m+1) with m = k mod 2, k mod 2 + 2, ... Triangular (Reck et al., PRL 73, 58 (1994)):
   2N-3 columns, the same number of MZIs.
-* Thermo-optic shifter (DESIGN.md): phase = phi0 + (C P) / P_pi with heater power P = V^2 / R and thermal
+* Thermo-optic shifter (docs/architecture.md): phase = phi0 + (C P) / P_pi with heater power P = V^2 / R and thermal
   crosstalk matrix C (C_ii = 1) acting on heater powers; P_pi is the heater power per radian (W/rad).
 * Opto-electronic activation (Ashtiani et al., Nature 606, 501 (2022); Ashtiani & Idjadi, arXiv 2307.10179):
   a photodiode turns the layer's output power p = |z|^2 into a current that shifts a ring modulator's

@@ -1,4 +1,4 @@
-"""Emulator of an integrated photonic neural-network chip and the twins of its devices.
+"""Emulator of an integrated photonic neural-network chip (the light path behind its device twins).
 
 One ChipEmulator holds the light path - encoder, mesh layers (lightloop.simulators.mesh), opto-electronic
 activations, output detectors, tap monitors, coherent receivers and injection sources - and a HIDDEN
@@ -12,194 +12,24 @@ injection at every layer output (the adjoint source). Detectors see the light pr
 a tap monitor reads |forward field|^2 + |backward field|^2 at its phase shifter (directional taps do not
 mix the two directions), integrated over the displayed batch in one exposure. The clock advances by a settle time per heater write and an acquisition time per
 read; phi0 drifts (Wiener process) and the true phases follow at every heater write.
+
+The design, variation model and hidden truth are in `lightloop.simulators.chip_truth`; the twins of the
+chip's devices (the HAL ports on this emulator) are in `lightloop.simulators.chip_ports`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from lightloop.errors import InstrumentError
-from lightloop.physics.mzi import eo_activation, eo_activation_slope, mesh_layout
-from lightloop.simulators.mesh import MeshErrors, MeshLayer
-from lightloop.simulators.thermo_optic import HeaterArrayTruth, ThermoOpticVariation
+from lightloop.physics.mzi import eo_activation, eo_activation_slope
+from lightloop.simulators.chip_truth import ChipDesign, ChipTruth, ChipVariation
+from lightloop.simulators.mesh import MeshLayer
 
-__all__ = ["ChipDesign", "ChipVariation", "ChipTruth", "ChipEmulator", "HeaterDriverTwin", "ForwardSourceTwin",
-           "InjectorTwin", "AdjointSourceTwin", "TapMonitorTwin", "OutputReceiverTwin", "InputReceiverTwin",
-           "ActivationTwin", "OutputDetectorTwin", "layer_ports"]
-
-
-def layer_ports(n_in: int, hidden: tuple[int, ...], n_out: int, bias_ports: int) -> tuple[int, ...]:
-    """Ports of each square mesh layer: N(1) = max(n_in + bias, h1), N(l) = max(h(l-1), h(l))."""
-    sizes = (n_in, *hidden, n_out)
-    return tuple(max(sizes[i] + (bias_ports if i == 0 else 0), sizes[i + 1]) for i in range(len(sizes) - 1))
-
-
-@dataclass
-class ChipDesign:
-    """Nominal (design) description of a chip: what the HAL knows before any calibration."""
-
-    n_in: int
-    hidden: tuple[int, ...]
-    n_out: int
-    layer_kind: str = "unitary"          # 'unitary' | 'svd'
-    mesh: str = "rectangular"            # 'rectangular' | 'triangular'
-    bias_ports: int = 2
-    svd_gain: float = 1.0
-    screen: bool = False                 # output phase screen on unitary layers
-    loss_db_per_column: float = 0.1      # waveguide + MZI insertion loss per mesh column
-    p_pi_w: float = 0.025 / np.pi        # heater power per radian (W/rad)
-    resistance_ohm: float = 1000.0
-    crosstalk_nearest: float = 0.04      # thermal crosstalk at one mode pitch
-    crosstalk_decay: float = 1.0
-    crosstalk_cutoff: float = 3.0
-    ring_k: float = 3.0                  # resonance shift (linewidths) per unit optical power
-    ring_t_min: float = 0.0
-    ring_supply: float = 1.0
-    ring_detuning_per_volt: float = 1.0
-    dtype: Any = np.complex64
-
-    @property
-    def ports(self) -> tuple[int, ...]:
-        """Ports of every mesh layer."""
-        return layer_ports(self.n_in, self.hidden, self.n_out, self.bias_ports)
-
-    @property
-    def eta_per_column(self) -> float:
-        """Nominal amplitude transmission per mesh column."""
-        return float(10 ** (-self.loss_db_per_column / 20))
-
-    def detector_gain(self, layer: MeshLayer) -> float:
-        """Designed photodiode gain 1 / T of a layer (T = eta^(2 columns), its nominal power transmission)."""
-        return float(self.eta_per_column ** (-2 * layer.loss_columns()))
-
-
-@dataclass
-class ChipVariation:
-    """Process variation and noise of the chip (standard deviations); ChipVariation.none() is ideal."""
-
-    coupler_sd_rad: float = 0.02        # beamsplitter error (rad) about the 50:50 point
-    loss_sd_db: float = 0.02            # spread of the per-column loss
-    thermo: ThermoOpticVariation = field(default_factory=ThermoOpticVariation)
-    ring_detuning_sd: float = 0.15      # ring resonance shift (linewidths)
-    ring_k_rel_sd: float = 0.05
-    supply_rel_sd: float = 0.03
-    pd_gain_rel_sd: float = 0.02
-    slope_gain_rel_sd: float = 0.03
-    monitor_gain_rel_sd: float = 0.03   # tap ratio x responsivity
-    receiver_gain_rel_sd: float = 0.02
-    receiver_phase_sd: float = 0.02
-    source_gain_rel_sd: float = 0.01
-    source_phase_sd: float = 0.01
-    monitor_noise: float = 1e-3         # shot noise: variance monitor_noise^2 * I per exposure
-    monitor_floor: float = 1e-5         # read noise per exposure (intensity units)
-    receiver_noise: float = 1e-3        # complex field noise (field units)
-    pd_noise: float = 1e-3              # relative noise of a power reading
-    slope_noise: float = 1e-3           # absolute noise of the slope output
-    acquisition_s: float = 1e-3
-    settle_s: float = 1e-3
-
-    @classmethod
-    def none(cls) -> "ChipVariation":
-        """Ideal chip: no variation, no noise, no drift (time still advances)."""
-        zero = {f: 0.0 for f in ("coupler_sd_rad", "loss_sd_db", "ring_detuning_sd", "ring_k_rel_sd",
-                                 "supply_rel_sd", "pd_gain_rel_sd", "slope_gain_rel_sd", "monitor_gain_rel_sd",
-                                 "receiver_gain_rel_sd", "receiver_phase_sd", "source_gain_rel_sd",
-                                 "source_phase_sd", "monitor_noise", "monitor_floor", "receiver_noise",
-                                 "pd_noise", "slope_noise")}
-        return cls(thermo=ThermoOpticVariation.none(), **zero)
-
-    def without_noise(self) -> "ChipVariation":
-        """Same fabrication spread, noise-free detectors."""
-        return replace(self, monitor_noise=0.0, monitor_floor=0.0, receiver_noise=0.0, pd_noise=0.0, slope_noise=0.0)
-
-
-@dataclass
-class LayerTruth:
-    """Hidden truth of one mesh layer."""
-
-    mesh_errors: list[MeshErrors]
-    attenuator: tuple[NDArray, NDArray, NDArray] | None
-    heaters: HeaterArrayTruth
-    monitor_gain: NDArray[np.float64]
-    out_receiver: NDArray[np.complex128]
-    in_receiver: NDArray[np.complex128]
-    injector: NDArray[np.complex128]
-    adjoint_source: NDArray[np.complex128]
-
-
-@dataclass
-class ActivationTruth:
-    """Hidden truth of one bank of EO activations."""
-
-    detuning_offset: NDArray[np.float64]
-    k: NDArray[np.float64]
-    supply: NDArray[np.float64]
-    pd_gain: NDArray[np.float64]
-    slope_gain: NDArray[np.float64]
-
-
-@dataclass
-class ChipTruth:
-    """Hidden ground truth of one chip."""
-
-    seed: int
-    layers: list[LayerTruth]
-    activations: list[ActivationTruth]
-    source: NDArray[np.complex128]
-    output_gain: NDArray[np.float64]
-
-    @classmethod
-    def draw(cls, design: ChipDesign, variation: ChipVariation, seed: int) -> "ChipTruth":
-        """Draw a chip from the process-variation model with a seeded generator."""
-        from lightloop.simulators.mesh import MeshLayer as _ML
-
-        rng = np.random.default_rng(seed)
-        v = variation
-        ports = design.ports
-        eta0_db = design.loss_db_per_column
-        cplx = lambda n, g, p: (1 + g * rng.standard_normal(n)) * np.exp(1j * p * rng.standard_normal(n))  # noqa: E731
-        layers = []
-        for n in ports:
-            lay = mesh_layout(n, design.mesh)
-            n_blocks = 2 if design.layer_kind == "svd" else 1
-            errs = []
-            for _ in range(n_blocks):
-                loss_db = np.maximum(eta0_db + v.loss_sd_db * rng.standard_normal((lay.n_columns, n)), 0.0)
-                errs.append(MeshErrors(v.coupler_sd_rad * rng.standard_normal(lay.n_mzi),
-                                       v.coupler_sd_rad * rng.standard_normal(lay.n_mzi), 10 ** (-loss_db / 20)))
-            att = None
-            if design.layer_kind == "svd":
-                att_loss = np.maximum(eta0_db + v.loss_sd_db * rng.standard_normal((2, n)), 0.0)
-                att = (v.coupler_sd_rad * rng.standard_normal(n), v.coupler_sd_rad * rng.standard_normal(n),
-                       10 ** (-att_loss / 20))
-            proto = _ML.build(design.layer_kind, n, design.mesh, screen=design.screen)
-            heaters = HeaterArrayTruth.draw(proto.heater_positions(), rng, v.thermo, p_pi_w=design.p_pi_w,
-                                            resistance_ohm=design.resistance_ohm,
-                                            crosstalk_nearest=design.crosstalk_nearest,
-                                            crosstalk_decay=design.crosstalk_decay,
-                                            crosstalk_cutoff=design.crosstalk_cutoff)
-            layers.append(LayerTruth(
-                errs, att, heaters,
-                monitor_gain=1 + v.monitor_gain_rel_sd * rng.standard_normal(proto.n_shifters),
-                out_receiver=cplx(n, v.receiver_gain_rel_sd, v.receiver_phase_sd),
-                in_receiver=cplx(n, v.receiver_gain_rel_sd, v.receiver_phase_sd),
-                injector=cplx(n, v.source_gain_rel_sd, v.source_phase_sd),
-                adjoint_source=cplx(n, v.source_gain_rel_sd, v.source_phase_sd)))
-        acts = []
-        for h in design.hidden:
-            acts.append(ActivationTruth(
-                detuning_offset=v.ring_detuning_sd * rng.standard_normal(h),
-                k=design.ring_k * (1 + v.ring_k_rel_sd * rng.standard_normal(h)),
-                supply=design.ring_supply * (1 + v.supply_rel_sd * rng.standard_normal(h)),
-                pd_gain=1 + v.pd_gain_rel_sd * rng.standard_normal(h),
-                slope_gain=1 + v.slope_gain_rel_sd * rng.standard_normal(h)))
-        source = cplx(ports[0], v.source_gain_rel_sd, v.source_phase_sd)
-        out_gain = 1 + v.pd_gain_rel_sd * rng.standard_normal(design.n_out)
-        return cls(seed, layers, acts, source, out_gain)
+__all__ = ["ChipEmulator"]
 
 
 def _power_sum(t: NDArray) -> NDArray[np.float64]:
@@ -489,127 +319,3 @@ class ChipEmulator:
         for i in range(self.n_layers):
             self.layers[i].set_phases(self.truth.layers[i].heaters.phases(self.volts[i]))
         self._gen += 1
-
-
-# --- device twins (ports) ------------------------------------------------------------------------------
-class HeaterDriverTwin:
-    """Multichannel heater driver of one mesh layer; enforces its hardware limit like the real driver."""
-
-    def __init__(self, emu: ChipEmulator, layer: int, v_hw_max: float = 12.0):
-        self.emu, self.layer, self.v_hw_max = emu, layer, float(v_hw_max)
-        self.n_channels = emu.layers[layer].n_shifters
-        self.transactions = 0
-
-    def set_voltages(self, voltages: Any) -> None:
-        """One batched write (V)."""
-        v = np.asarray(voltages, np.float64)
-        if v.shape != (self.n_channels,):
-            raise InstrumentError(f"heater twin {self.layer}: expected {self.n_channels} voltages, got {v.shape}")
-        if np.any(v < 0) or np.any(v > self.v_hw_max) or not np.all(np.isfinite(v)):
-            raise InstrumentError(f"heater twin {self.layer}: E07 over vmax (hardware limit {self.v_hw_max} V)")
-        self.transactions += 1
-        self.emu.set_heater_volts(self.layer, v)
-
-    def get_voltages(self) -> NDArray[np.float64]:
-        """Set-points (V)."""
-        return self.emu.volts[self.layer].copy()
-
-
-class ForwardSourceTwin:
-    """Input IQ modulators and the forward-path gate."""
-
-    def __init__(self, emu: ChipEmulator):
-        self.emu = emu
-        self.n_channels = emu.ports[0]
-
-    def write_fields(self, fields: NDArray) -> None:
-        """Field patterns (batch, N1)."""
-        self.emu.set_inputs(fields)
-
-    def set_enabled(self, on: bool) -> None:
-        """Open / close the forward laser path."""
-        self.emu.set_forward_light(on)
-
-
-class InjectorTwin:
-    """IQ injection at the inputs of a layer (time-reversed adjoint)."""
-
-    def __init__(self, emu: ChipEmulator, layer: int):
-        self.emu, self.layer = emu, layer
-        self.n_channels = emu.ports[layer]
-
-    def write_fields(self, fields: NDArray | None) -> None:
-        """Inject (batch, n) or go dark (None)."""
-        self.emu.set_injection(self.layer, fields)
-
-
-class AdjointSourceTwin(InjectorTwin):
-    """IQ injection backward at the outputs of a layer (adjoint source)."""
-
-    def write_fields(self, fields: NDArray | None) -> None:
-        """Inject (batch, n) backward or go dark (None)."""
-        self.emu.set_adjoint(self.layer, fields)
-
-
-class TapMonitorTwin:
-    """Tap photodiodes at every phase shifter of a layer."""
-
-    def __init__(self, emu: ChipEmulator, layer: int):
-        self.emu, self.layer = emu, layer
-        self.n_taps = emu.layers[layer].n_shifters
-
-    def acquire(self) -> NDArray:
-        """Volts (batch, taps)."""
-        return self.emu.read_taps(self.layer)
-
-
-class OutputReceiverTwin:
-    """Coherent receivers at a layer's outputs."""
-
-    def __init__(self, emu: ChipEmulator, layer: int):
-        self.emu, self.layer = emu, layer
-        self.n_channels = emu.ports[layer]
-
-    def acquire(self) -> NDArray:
-        """Complex volts (batch, n)."""
-        return self.emu.read_output_fields(self.layer)
-
-
-class InputReceiverTwin(OutputReceiverTwin):
-    """Coherent receivers at a layer's inputs (backward light)."""
-
-    def acquire(self) -> NDArray:
-        """Complex volts (batch, n)."""
-        return self.emu.read_input_fields(self.layer)
-
-
-class ActivationTwin:
-    """Photodiode-driven ring modulators of a hidden layer, with the slope output."""
-
-    def __init__(self, emu: ChipEmulator, layer: int):
-        self.emu, self.layer = emu, layer
-        self.n_channels = emu.design.hidden[layer]
-
-    def set_bias_voltages(self, volts: NDArray) -> None:
-        """Ring bias voltages (V)."""
-        self.emu.set_ring_bias(self.layer, volts)
-
-    def acquire_power(self) -> NDArray:
-        """Photodiode volts."""
-        return self.emu.read_activation_power(self.layer)
-
-    def acquire_slope(self) -> NDArray:
-        """Slope-output volts."""
-        return self.emu.read_activation_slope(self.layer)
-
-
-class OutputDetectorTwin:
-    """Output photodiodes."""
-
-    def __init__(self, emu: ChipEmulator):
-        self.emu = emu
-        self.n_channels = emu.design.n_out
-
-    def acquire(self) -> NDArray:
-        """Volts (batch, n_out)."""
-        return self.emu.read_output_power()

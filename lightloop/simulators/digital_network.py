@@ -7,7 +7,7 @@ backpropagation-based learning in the brain", Sci. Rep. 12, 20720 (2022), arXiv:
 method that wraps a backward pass (notably `stochastic_photonic`) run on the paper's own network
 and be compared with the optical benches through one Trainer.
 
-Conventions (DESIGN.md): batch-first float32, z = a @ W.T with W of shape (out, in). Biases are a
+Conventions (docs/architecture.md): batch-first float32, z = a @ W.T with W of shape (out, in). Biases are a
 constant-1 "bias unit" appended to the input and to every hidden activation, so W(l) has shape
 (n_out, n_in + 1) and its last column is the bias; the taps `inputs` and `post[l]` of hidden layers
 carry that unit as their last column, so every gradient method's outer product dW = delta^T a

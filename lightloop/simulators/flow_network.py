@@ -126,6 +126,10 @@ the box -- projected gradient descent; edges sitting at a limit simply stop
 moving in that direction, and the number clipped is returned so a trainer
 can log saturation. Setting conductances directly outside the box is an
 error, never a silent clip.
+
+The perturbed lattice and the Iris protocol of ASS22 are in
+:mod:`lightloop.simulators.flow_lattice`, which builds on this module
+(imports point one way: ``flow_lattice -> flow_network``).
 """
 
 from __future__ import annotations
@@ -533,15 +537,3 @@ def loss_gradient_fd(
         cm = cost(probe.solve(I), output_pairs, desired).mean()
         grad[e] = (cp - cm) / (2.0 * h)
     return grad
-
-
-_LAZY = {"run_iris_protocol", "plot_network", "perturbed_square_lattice", "load_iris"}
-
-
-def __getattr__(name: str) -> Any:
-    """Lazily re-export the Iris experiment helpers from flow_lattice (avoids an import cycle)."""
-    if name in _LAZY:
-        from lightloop.simulators import flow_lattice
-
-        return getattr(flow_lattice, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

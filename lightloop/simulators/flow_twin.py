@@ -1,7 +1,7 @@
 """In-process twin of a conductance (flow / resistor) network bench, on the physics of `flow_network`.
 
 One FlowEmulator holds the true network (a FlowNetwork), the drives and the HIDDEN truth; the port
-twins below implement the ports of `lightloop.hal.conductance_network` on it, so a conductance write
+twins below implement the ports of `lightloop.hal.flow_network` on it, so a conductance write
 changes what every probe reads (both channels share the one Laplacian L(w)).
 
 Hidden truth (never read by the HAL; `FlowTruth.draw` seeded by truth_seed):

@@ -1,7 +1,7 @@
 """Thermo-optic phase shifters with hidden truth: per-heater offsets phi0, P_pi and resistance, a thermal
 crosstalk matrix on heater powers and a slow random-walk drift of phi0.
 
-True phase (DESIGN.md): phase = phi0(t) + (C P) / P_pi, P = V^2 / R. The drift is a Wiener process,
+True phase (docs/architecture.md, Physics): phase = phi0(t) + (C P) / P_pi, P = V^2 / R. The drift is a Wiener process,
 phi0(t) = phi0 + sigma_d W(t), sigma_d in rad / sqrt(s), advanced by the emulator clock.
 """
 

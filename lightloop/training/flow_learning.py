@@ -3,7 +3,7 @@ r"""Local learning rules of a flow (resistor) network: chemical signalling, equi
 All three measure on a processor with the matching capability (the HAL `FlowProcessor`): it drives the
 inputs as currents, probes node potentials, and offers a non-interfering feedback channel
 (`feedback(E) -> u`) and an output clamp (`nudged(x, t, beta)`, `clamped(x, drops)`). Notation of
-`lightloop.hal.conductance_network`: v free potentials, Delta v output drops, t desired drops of the
+`lightloop.hal.flow_network`: v free potentials, Delta v output drops, t desired drops of the
 sample's class (t = targets @ T with T = taps.extra["desired"]), C = 1/2 ||Delta v - t||^2 per sample.
 
 Sign convention: each method returns grad = -dw/alpha, batch-averaged, so the Trainer's SGD step with

@@ -1,7 +1,7 @@
 """Gradient methods: how one training step obtains dLoss/dparams from the hardware.
 
 Default loss: MSE on one-hot targets, L = 1/(2B) sum_b ||z(L)_b - t_b||^2, so delta(L) = z(L) - t and
-dW(l) = delta(l)^T a(l-1) / B (DESIGN.md, 'The on-chip training step'). Another loss only changes
+dW(l) = delta(l)^T a(l-1) / B (docs/architecture.md, 'The on-chip training step'). Another loss only changes
 the output error delta(L) (training.losses).
 """
 
@@ -108,7 +108,7 @@ class ExactGradient(GradientMethod):
         d = self.loss.error(taps.output, targets)
         deltas = [d]
         for i in range(len(params) - 1, 0, -1):
-            d = (d @ params[i]) * processor.activation_slope(i - 1, taps.pre[i - 1])  # type: ignore[attr-defined]
+            d = (d @ params[i]) * processor.activation_slope(i - 1, taps.pre[i - 1])
             deltas.append(d)
         deltas.reverse()
         return GradientResult(self.loss.value(taps.output, targets), taps.output, _outer_grads(taps, deltas),

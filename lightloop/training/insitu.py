@@ -28,6 +28,6 @@ class AdjointGradient(GradientMethod):
         before = processor.measurements
         taps = processor.forward(x)
         delta = self.loss.error(taps.output, targets)         # B dL/dz (z - t for the default MSE)
-        grads = processor.measure_phase_gradients(delta)       # type: ignore[attr-defined]
+        grads = processor.measure_phase_gradients(delta)
         return GradientResult(self.loss.value(taps.output, targets), taps.output, grads,
                               processor.measurements - before)

@@ -25,7 +25,7 @@ class Loss:
 
 
 class MSELoss(Loss):
-    """L = 1/(2B) sum ||z - t||^2; delta(L) = z - t (Guo et al. 2021; DESIGN.md)."""
+    """L = 1/(2B) sum ||z - t||^2; delta(L) = z - t (Guo et al. 2021; docs/architecture.md)."""
 
     name = "mse"
 

@@ -144,7 +144,7 @@ class StochasticPhotonicGradient(GradientMethod):
         d = d_out
         deltas = [d]
         for i in range(len(params) - 1, 0, -1):
-            d = (d @ params[i]) * processor.activation_slope(i - 1, taps.pre[i - 1])  # type: ignore[attr-defined]
+            d = (d @ params[i]) * processor.activation_slope(i - 1, taps.pre[i - 1])
             deltas.append(d)
         deltas.reverse()
         return deltas

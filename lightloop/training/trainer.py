@@ -1,4 +1,4 @@
-"""The on-chip training loop (DESIGN.md): program, forward, output error, backward, gradient, update."""
+"""The on-chip training loop (docs/architecture.md): program, forward, output error, backward, gradient, update."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The free-space SA bench behind the wire: instrument twins on one FreeSpaceEmulator (shared with the in-process twin).
 
-How the bench maps onto instruments (the contract the driver adapters in ``lightloop.benches.adapters``
+How the bench maps onto instruments (the contract the driver adapters in ``lightloop.station.adapters``
 follow):
 
 * input encoder / backward probe = an SLM *sequence panel* of ``sequence_length`` rows x n pixels,
@@ -26,7 +26,6 @@ emulator exactly as the in-process twin does.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +33,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from lightloop.addresses import address_port
+from lightloop.hal.frames import FIELD_BITS, decode_fields, decode_weight_frame, weight_panel_shape
 from lightloop.simulators.free_space import (
     AnalogWeightTwin,
     FreeSpaceEmulator,
@@ -44,111 +45,20 @@ from lightloop.simulators.free_space import (
     VaporCellHeaterTwin,
     make_free_space_emulator,
 )
-from lightloop.simulators.wire.devices import (
-    DigitizerTwin,
-    LaserControllerTwin,
-    PowerMeterTwin,
-    ScpiSourceTwin,
-    SLMTwin,
-    TemperatureControllerTwin,
-)
+from lightloop.simulators.wire.digitizer import DigitizerTwin
+from lightloop.simulators.wire.laser_controller import LaserControllerTwin
+from lightloop.simulators.wire.power_meter import PowerMeterTwin
+from lightloop.simulators.wire.scpi_source import ScpiSourceTwin
 from lightloop.simulators.wire.server import Endpoint, WireTwinServer
+from lightloop.simulators.wire.slm import SLMTwin
+from lightloop.simulators.wire.temperature_controller import TemperatureControllerTwin
 
 __all__ = [
-    "FIELD_BITS",
-    "encode_fields",
-    "decode_fields",
-    "render_weight_frame",
-    "decode_weight_frame",
-    "render_dmd_frame",
-    "decode_dmd_frame",
-    "weight_panel_shape",
     "make_free_space_emulator",
     "FreeSpaceWireBench",
     "free_space_endpoints",
     "start_free_space_twin",
-    "address_port",
 ]
-
-#: bit depth of the input/probe sequence panels of the twin
-FIELD_BITS = 16
-
-
-# --- frame codecs (shared by the adapters and the twin) ------------------------------------------------
-def encode_fields(fields: NDArray[np.floating[Any]], full_scale: float, bits: int) -> NDArray[np.integer[Any]]:
-    """Signed fields -> codes: zero field = 2**(bits-1), +-full_scale = zero +- (2**(bits-1) - 1)."""
-    zero, levels = 2 ** (bits - 1), 2 ** (bits - 1) - 1
-    codes = np.rint(np.clip(np.asarray(fields, np.float64) * (levels / full_scale), -levels, levels)) + zero
-    return codes.astype(np.uint16 if bits > 8 else np.uint8)
-
-
-def decode_fields(codes: NDArray[np.integer[Any]], full_scale: float, bits: int) -> NDArray[np.float32]:
-    """Inverse of encode_fields (float32 fields)."""
-    zero, levels = 2 ** (bits - 1), 2 ** (bits - 1) - 1
-    return ((codes.astype(np.float32) - np.float32(zero)) * np.float32(full_scale / levels)).astype(np.float32)
-
-
-def weight_panel_shape(shape: tuple[int, int], layout: str, block_pixels: int = 1) -> tuple[int, int]:
-    """Pixels (rows, cols) a (out, in) weight image needs in the given layout."""
-    out, inp = shape
-    if layout == "pairs":
-        return 2 * out, inp
-    return out * block_pixels, inp * block_pixels
-
-
-def render_weight_frame(gray_plus: NDArray[np.uint8], gray_minus: NDArray[np.uint8], layout: str,
-                        block_pixels: int = 1, panel: tuple[int, int] | None = None) -> NDArray[np.uint8]:
-    """Gray-level image of the weight blocks (top-left of a panel of zeros if `panel` is given)."""
-    out, inp = gray_plus.shape
-    rows, cols = weight_panel_shape((out, inp), layout, block_pixels)
-    frame = np.zeros(panel or (rows, cols), dtype=np.uint8)
-    if layout == "pairs":
-        frame[0:rows:2, :inp] = gray_plus
-        frame[1:rows:2, :inp] = gray_minus
-    else:
-        k = block_pixels
-        parity = (np.add.outer(np.arange(k), np.arange(k)) % 2).astype(bool)       # (k, k): True = g-
-        img = np.where(parity[None, :, None, :], gray_minus[:, None, :, None], gray_plus[:, None, :, None])
-        frame[:rows, :cols] = img.reshape(rows, cols)
-    return frame
-
-
-def decode_weight_frame(frame: NDArray[np.integer[Any]], shape: tuple[int, int], layout: str,
-                        block_pixels: int = 1) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
-    """(g+, g-) of each weight from a displayed frame (inverse of render_weight_frame)."""
-    out, inp = shape
-    if layout == "pairs":
-        return (np.ascontiguousarray(frame[0:2 * out:2, :inp], dtype=np.uint8),
-                np.ascontiguousarray(frame[1:2 * out:2, :inp], dtype=np.uint8))
-    k = block_pixels
-    return (np.ascontiguousarray(frame[0:out * k:k, 0:inp * k:k], dtype=np.uint8),
-            np.ascontiguousarray(frame[0:out * k:k, 1:inp * k:k], dtype=np.uint8))
-
-
-def render_dmd_frame(on_plus: NDArray[np.integer[Any]], on_minus: NDArray[np.integer[Any]], k: int,
-                     panel: tuple[int, int] | None = None) -> NDArray[np.bool_]:
-    """Binary mirror image: weight (i, j) -> a + block at columns 2j and a - block at 2j+1 (k x k mirrors each),
-    the first n mirrors of a block (row-major) on."""
-    out, inp = on_plus.shape
-    idx = np.arange(k * k)
-    pair = np.stack([on_plus, on_minus], axis=2).astype(np.int64)            # (out, in, 2)
-    blocks = idx[None, None, None, :] < pair[..., None]                       # (out, in, 2, k*k)
-    img = blocks.reshape(out, inp, 2, k, k).transpose(0, 3, 1, 2, 4).reshape(out * k, inp * 2 * k)
-    if panel is None:
-        return img
-    frame = np.zeros(panel, dtype=bool)
-    frame[: img.shape[0], : img.shape[1]] = img
-    return frame
-
-
-def decode_dmd_frame(frame: NDArray[np.integer[Any]] | NDArray[np.bool_], shape: tuple[int, int],
-                     k: int) -> tuple[NDArray[np.uint16], NDArray[np.uint16]]:
-    """On-mirror counts (+ block, - block) of each weight from a displayed binary frame (inverse of render)."""
-    out, inp = shape
-    on = np.asarray(frame[: out * k, : 2 * inp * k]).astype(bool)
-    counts = on.reshape(out, k, inp, 2, k).sum(axis=(1, 4))
-    return counts[..., 0].astype(np.uint16), counts[..., 1].astype(np.uint16)
-
 
 # --- glue ----------------------------------------------------------------------------------------------
 @dataclass
@@ -269,20 +179,6 @@ class FreeSpaceWireBench:
 
 
 # --- plan from a lab config ----------------------------------------------------------------------------
-_VISA = re.compile(r"^TCPIP\d*::([^:]+)::(\d+)::SOCKET$", re.IGNORECASE)
-_HOSTPORT = re.compile(r"^(?:tcp://)?([^:/]+):(\d+)$")
-_SERIAL = re.compile(r"^socket://([^:/]+):(\d+)$")
-
-
-def address_port(driver: str, address: str) -> tuple[str, int]:
-    """(host, port) of a TCP address as each driver family writes it; ValueError if it is not a TCP address."""
-    pattern = {"slm": _HOSTPORT, "qontrol_heater": _SERIAL}.get(driver, _VISA)
-    m = pattern.match(address.strip())
-    if not m:
-        raise ValueError(address)
-    return m.group(1), int(m.group(2))
-
-
 def _limit(spec: Any, key: str) -> tuple[float, float] | None:
     r = spec.limit(key) if hasattr(spec, "limit") else None
     return None if r is None else (r.low, r.high)

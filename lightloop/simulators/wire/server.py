@@ -1,7 +1,7 @@
 """Loopback instrument server: one thread, one ``selectors`` loop, one listening socket per instrument.
 
-Binds 127.0.0.1 only. Every instrument is an :class:`Endpoint` (a protocol device, see
-``lightloop.simulators.wire.devices``) that turns bytes received on a connection into reply bytes.
+Binds 127.0.0.1 only. Every instrument is an :class:`Endpoint` (a protocol device, one module per
+driver in ``lightloop.simulators.wire``) that turns bytes received on a connection into reply bytes.
 Every command any endpoint receives is appended to a :class:`WireLog` (time, instrument, command
 text), and every value an endpoint finds outside its configured safety envelope is appended to
 ``WireLog.violations`` - the evidence the safety property test checks.

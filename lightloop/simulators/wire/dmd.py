@@ -1,4 +1,4 @@
-"""A stand-in for the DMD vendor SDK (ALP-4.x C API) that the DMD driver can load instead of a DLL.
+"""Wire twin of ``lightloop.drivers.dmd``: a stand-in for the DMD vendor SDK (ALP-4.x C API) loaded instead of a DLL.
 
 ctypes cannot load a Python "library", and a DMD has no wire protocol to serve; so the DMD's twin is
 an in-process object with the same nine functions, passed to ``DMDController(..., loader=...)``.
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from lightloop.simulators.wire.free_space import decode_dmd_frame
+from lightloop.hal.frames import decode_dmd_frame
 
 __all__ = ["LoopbackALP", "dmd_weight_sink"]
 

@@ -1,7 +1,7 @@
-r"""ConductanceNetwork role and the FlowProcessor: a linear flow / resistor network that learns in place.
+r"""Roles of the flow (resistor) network bench: a linear flow / resistor network that learns in place.
 
 Physics (Anisetti, Scellier & Schwarz, arXiv:2203.12098, Phys. Rev. Research 5, 023024 (2023), "ASS22";
-conventions fixed in DESIGN.md and in `lightloop.simulators.flow_network`): node potentials v solve
+conventions fixed in docs/architecture.md and in `lightloop.simulators.flow_network`): node potentials v solve
 L(w) v = I on the weighted graph Laplacian; inputs are currents injected across input node pairs,
 outputs are potential (pressure) drops across output node pairs; a second, NON-INTERFERING signal
 (ASS22's chemical; in an electrical build e.g. a small AC signal read by lock-in, or a second solute)
@@ -15,7 +15,8 @@ dimensionless and every equation is linear, so any consistent set works.
 
 Layers
 ------
-Ports (device interfaces the twin or a real instrument adapter implements), all defined here:
+Ports (device interfaces the twin or a real instrument adapter implements), in `lightloop.hal.ports`
+(flow-network section):
   ConductancePort     writes every edge conductance (S) in one batched write
   PairCurrentPort     current sources across fixed node pairs; a batch of frames (batch, n_pairs) A
   PotentialProbePort  node-potential probe array; (batch, n_nodes) V for the frames last driven
@@ -25,8 +26,8 @@ Ports (device interfaces the twin or a real instrument adapter implements), all 
 The feedback ("chemical") channel is a second PairCurrentPort at the output pairs plus a second
 PotentialProbePort; the two channels share only the conductances.
 
-ConductanceNetwork (the role) owns the topology (netlist: nodes, edges, terminal pairs, ground) and
-the limits, and checks every command BEFORE it reaches a port:
+ConductanceNetwork (the role, here) owns the topology (netlist: nodes, edges, terminal pairs, ground)
+and the limits, and checks every command BEFORE it reaches a port:
   * conductances: non-finite values -> SafetyLimitError (nothing written); values outside the
     per-edge box [w_min_e, w_max_e] are CLIPPED into it (policy "clip", default: projected gradient
     descent, the count is returned and logged) or refused with SafetyLimitError (policy "error");
@@ -34,81 +35,31 @@ the limits, and checks every command BEFORE it reaches a port:
     never clipped (a clipped drive would silently distort the signal the rule relies on);
   * a probe returning NaN/inf -> InstrumentError.
 
-FlowProcessor wraps the role as an OpticalProcessor for the generic Trainer (see its docstring for
-how classification and the per-epoch desired outputs map onto one-hot targets and argmax).
+FlowProcessor (`lightloop.hal.flow_network`) wraps the role as an OpticalProcessor for the generic
+Trainer (see its docstring for how classification and the per-epoch desired outputs map onto one-hot
+targets and argmax).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
+from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from lightloop.errors import ConfigError, InstrumentError, LightloopError, SafetyLimitError
-from lightloop.hal.processor import ForwardTaps, OpticalProcessor
+from lightloop.errors import ConfigError, InstrumentError, SafetyLimitError
+from lightloop.hal.ports import ConductancePort, PairClampPort, PairCurrentPort, PotentialProbePort
 
 __all__ = [
-    "ConductancePort",
-    "PairCurrentPort",
-    "PotentialProbePort",
-    "PairClampPort",
     "NetworkTopology",
     "ConductanceLimits",
     "ConductanceInit",
     "ConductanceNetwork",
-    "FlowProcessor",
     "desired_from_class_means",
 ]
 
 FloatArray = NDArray[np.float64]
-
-
-# --- ports -------------------------------------------------------------------------------------
-@runtime_checkable
-class ConductancePort(Protocol):
-    """Tunable edge conductances: one batched write of every edge (S)."""
-
-    n_edges: int
-
-    def write_conductances(self, siemens: FloatArray) -> None: ...
-
-
-@runtime_checkable
-class PairCurrentPort(Protocol):
-    """Current sources across fixed node pairs (+I into the first node, -I out of the second), A.
-
-    `set_currents` takes a batch of frames (batch, n_pairs); the probes then report one record per frame.
-    """
-
-    n_pairs: int
-
-    def set_currents(self, amps: FloatArray) -> None: ...
-
-
-@runtime_checkable
-class PotentialProbePort(Protocol):
-    """Node-potential probes relative to the ground node: (batch, n_nodes) V for the frames last driven."""
-
-    n_nodes: int
-
-    def acquire(self) -> FloatArray: ...
-
-
-@runtime_checkable
-class PairClampPort(Protocol):
-    """Thevenin sources across the output pairs: EMF (batch, n_pairs) V behind conductance g (S, inf: ideal).
-
-    `release` disconnects them (open circuit).
-    """
-
-    n_pairs: int
-
-    def set_clamp(self, emf: FloatArray, conductance: float) -> None: ...
-
-    def release(self) -> None: ...
 
 
 # --- topology, limits, init --------------------------------------------------------------------
@@ -389,245 +340,3 @@ def desired_from_class_means(outputs_of_means: FloatArray, rule: Literal["class_
         hi, lo = float(o.max()), float(o.min())
         return lo + (hi - lo) * np.eye(*o.shape)
     raise ConfigError(f"flow processor: target rule must be 'class_mean' or 'one_hot', got {rule!r}")
-
-
-# --- the processor -----------------------------------------------------------------------------
-class _Stateful(Protocol):
-    def snapshot(self) -> dict[str, Any]: ...
-
-    def restore(self, state: dict[str, Any]) -> None: ...
-
-
-#: plot_network(positions, edges, dw, path, input_pairs, output_pairs, title=...) -> Path (injected by the bench)
-NetworkPlotter = Callable[..., Path]
-
-
-class FlowProcessor(OpticalProcessor):
-    r"""A ConductanceNetwork as a trainable processor; its one parameter array is the edge conductances (S).
-
-    forward(x): features x (batch, n_inputs) in [0, 1] drive the input pairs with currents
-    I = feature_scale * x (A; feature_scale = 5 gives ASS22's [0, 5]); the output drops
-    Delta v (batch, n_output_pairs) are measured.
-
-    Classification under the generic Trainer (one-hot targets, argmax of taps.output): the processor
-    owns the desired output drops T (n_classes, n_output_pairs), refreshed at the start of every epoch
-    by `prepare_epoch(x_train, y_train)` from the drops it measures for the class-mean training inputs
-    (rule "class_mean" or "one_hot", see `desired_from_class_means`). taps.output is the score
-    s_k = -C_k = -1/2 ||Delta v - T_k||^2 (V^2), so argmax = nearest desired vector (ASS22's rule) and
-    sum_k t_k s_k = -C for a one-hot target t: the flow cost is recoverable from (output, targets),
-    which is how the flow gradient methods report it as the run's loss. The learning rules use the raw
-    drops and potentials (taps.extra["drops"], ["potentials"]) and T (taps.extra["desired"]).
-    """
-
-    capabilities = frozenset({"chemical_signaling", "equilibrium_propagation", "coupled_learning"})
-
-    def __init__(
-        self,
-        network: ConductanceNetwork,
-        n_classes: int,
-        *,
-        feature_scale: float = 5.0,
-        init: ConductanceInit | None = None,
-        target_rule: Literal["class_mean", "one_hot"] = "class_mean",
-        learning_defaults: dict[str, float] | None = None,
-        plotter: NetworkPlotter | None = None,
-        stateful: Sequence[_Stateful] = (),
-    ):
-        if n_classes < 1:
-            raise ConfigError(f"flow processor: n_classes must be >= 1, got {n_classes}")
-        if not (np.isfinite(feature_scale) and feature_scale > 0):
-            raise ConfigError(f"flow processor: feature_scale must be a positive number of A, got {feature_scale}")
-        desired_from_class_means(np.zeros((1, 1)), target_rule)  # validates the rule name
-        self.network = network
-        self.topology = network.topology
-        self.n_classes = int(n_classes)
-        self.feature_scale = float(feature_scale)
-        self.init = init or ConductanceInit()
-        self.target_rule = target_rule
-        #: defaults of the flow learning rules from the bench (eta, nudge); gradient options override them
-        self.learning_defaults: dict[str, float] = dict(learning_defaults or {})
-        self.plotter = plotter
-        self._stateful = list(stateful)
-        self._desired: FloatArray | None = None
-        self._w_initial: FloatArray | None = None
-        self.network_png: Path | None = None
-        self.feedback_rescaled = 0  # feedback frames driven scaled down to respect the current limit
-
-    # -- OpticalProcessor contract -----------------------------------------------------------
-    @property
-    def layer_sizes(self) -> tuple[int, ...]:
-        """(input pairs, classes): no hidden layers -- the whole network is one physical system."""
-        return (len(self.topology.input_pairs), self.n_classes)
-
-    def parameter_shapes(self) -> list[tuple[int, ...]]:
-        """One array: the edge conductances (n_edges,)."""
-        return [(self.topology.n_edges,)]
-
-    def parameter_bounds(self) -> list[tuple[float, float]]:
-        """Loosest (w_min, w_max) over the edges, S (the role applies the per-edge box on every write)."""
-        lo, hi = self.network.bounds
-        return [(float(lo.min()), float(hi.max()))]
-
-    def init_parameters(self, rng: np.random.Generator, scale: float) -> list[NDArray[np.float32]]:
-        """Conductances from the bench's init distribution (truncated normal); `scale` is not used."""
-        lo, hi = self.network.bounds
-        return [np.clip(self.init.draw(self.topology.n_edges, rng), lo, hi).astype(np.float32)]
-
-    def program(self, params: Sequence[NDArray]) -> None:
-        """Write the conductances (one batched write; per-edge limits per the role's policy)."""
-        if len(params) != 1:
-            raise ConfigError(f"flow processor: expected one parameter array (conductances), got {len(params)}")
-        self.network.write_conductances(params[0])
-        if self._w_initial is None:
-            self._w_initial = self.network.conductances
-
-    def input_currents(self, x: NDArray) -> FloatArray:
-        """Input-pair currents (batch, n_inputs), A: feature_scale * x."""
-        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
-        if x.shape[1] != len(self.topology.input_pairs):
-            raise ConfigError(f"flow processor: x has {x.shape[1]} features, the network {len(self.topology.input_pairs)} "
-                              f"input pairs")
-        return self.feature_scale * x
-
-    def measure(self, x: NDArray) -> FloatArray:
-        """Free-state node potentials (batch, n_nodes), V, for inputs x (one probe acquisition)."""
-        self.network.inject_currents(self.input_currents(x))
-        v = self.network.measure_potentials()
-        self._count()
-        return v
-
-    def forward(self, x: NDArray) -> ForwardTaps:
-        """Drive x, measure; output = scores -C_k (batch, n_classes); extra: potentials, drops, desired."""
-        if self._desired is None:
-            raise LightloopError("flow processor: no desired outputs yet; call prepare_epoch(x_train, y_train) "
-                                 "(the Trainer does at every epoch) or set_desired()")
-        v = self.measure(x)
-        drops = self.topology.output_drops(v)
-        scores = self.scores(drops)
-        return ForwardTaps(inputs=np.asarray(x), pre=[drops], post=[scores],
-                           extra={"potentials": v, "drops": drops, "desired": self._desired.copy()})
-
-    def scores(self, drops: NDArray) -> FloatArray:
-        """s_k = -1/2 ||drops - T_k||^2 (batch, n_classes), V^2: argmax = nearest desired vector."""
-        assert self._desired is not None
-        r = drops[:, None, :] - self._desired[None, :, :]
-        return -0.5 * np.einsum("bkj,bkj->bk", r, r)
-
-    # -- desired outputs ---------------------------------------------------------------------
-    @property
-    def desired(self) -> FloatArray | None:
-        """Desired output drops per class (n_classes, n_output_pairs), V; None before the first refresh."""
-        return None if self._desired is None else self._desired.copy()
-
-    def set_desired(self, desired: ArrayLike) -> None:
-        """Set the desired output drops per class explicitly (n_classes, n_output_pairs), V."""
-        t = np.asarray(desired, dtype=np.float64)
-        shape = (self.n_classes, len(self.topology.output_pairs))
-        if t.shape != shape or not np.all(np.isfinite(t)):
-            raise ConfigError(f"flow processor: desired outputs must be finite with shape {shape}, got {t.shape}")
-        self._desired = t.copy()
-
-    def prepare_epoch(self, x_train: NDArray, y_train: NDArray) -> None:
-        """Trainer hook (start of every epoch, parameters programmed): T from the class-mean training inputs."""
-        y = np.asarray(y_train)
-        means = []
-        for k in range(self.n_classes):
-            sel = y == k
-            if not np.any(sel):
-                raise ConfigError(f"flow processor: class {k} has no training samples; cannot form its desired output")
-            means.append(np.asarray(x_train, dtype=np.float64)[sel].mean(axis=0))
-        drops = self.topology.output_drops(self.measure(np.stack(means)))
-        self._desired = desired_from_class_means(drops, self.target_rule)
-
-    # -- what the learning rules need ---------------------------------------------------------
-    def edge_drops(self, potentials: NDArray) -> FloatArray:
-        """Drops across every edge (batch, n_edges), V -- what each edge senses locally."""
-        return self.topology.edge_drops(potentials)
-
-    def feedback(self, error_currents: NDArray) -> FloatArray:
-        """Feedback currents E at the output pairs (batch, n_output_pairs) A -> u (batch, n_nodes) V, L(w) u = E.
-
-        A frame whose peak |E| exceeds the feedback sources' limit is driven scaled down to 99 % of the
-        limit and its u scaled back up (the network is linear, so u is exact; only the probe SNR drops).
-        """
-        E = np.atleast_2d(np.asarray(error_currents, dtype=np.float64))
-        peak = np.max(np.abs(E), axis=1, keepdims=True) if E.size else np.zeros((E.shape[0], 1))
-        lim = self.network.limits.max_feedback_current_a
-        scale = np.where(peak > lim, 0.99 * lim / np.where(peak > 0, peak, 1.0), 1.0)
-        self.network.inject_feedback(E * scale)
-        u = self.network.measure_feedback() / scale
-        self._count()
-        self.feedback_rescaled += int(np.count_nonzero(scale < 1.0))
-        return u
-
-    def nudged(self, x: NDArray, desired: NDArray, beta: float) -> FloatArray:
-        """EP nudged state: outputs tied through conductance beta (S) to sources t (batch, n_out) V; potentials."""
-        self.network.inject_currents(self.input_currents(x))
-        self.network.clamp_outputs(desired, conductance=beta)
-        try:
-            v = self.network.measure_potentials()
-        finally:
-            self.network.release_outputs()
-        self._count()
-        return v
-
-    def clamped(self, x: NDArray, drops: NDArray) -> FloatArray:
-        """CL clamped state: output drops held at `drops` (batch, n_out) V by ideal sources; potentials."""
-        return self.nudged(x, drops, np.inf)
-
-    # -- bookkeeping ---------------------------------------------------------------------------
-    def summary_fields(self) -> dict[str, Any]:
-        """Bench figures for the run summary."""
-        w = self.network.conductances
-        out: dict[str, Any] = {
-            "n_nodes": self.topology.n_nodes, "n_edges": self.topology.n_edges,
-            "feature_scale_a": self.feature_scale, "target_rule": self.target_rule,
-            "conductance_writes": self.network.writes, "clipped_conductances": self.network.clipped,
-            "feedback_frames_rescaled": self.feedback_rescaled,
-        }
-        if w is not None:
-            lo, hi = self.network.bounds
-            out.update(conductance_min_s=float(w.min()), conductance_max_s=float(w.max()),
-                       edges_at_limit=int(np.count_nonzero((w <= lo * (1 + 1e-6)) | (w >= hi * (1 - 1e-6)))))
-            if self._w_initial is not None:
-                out["mean_abs_dw_s"] = float(np.mean(np.abs(w - self._w_initial)))
-        if self._desired is not None:
-            out["desired_drops_v"] = self._desired.round(6).tolist()
-        if self.network_png is not None:
-            out["network_png"] = str(self.network_png)
-        return out
-
-    def write_run_artifacts(self, out_dir: Path | str) -> list[Path]:
-        """Trainer hook (end of a run): PNG of the network with each edge's conductance change since the start."""
-        w = self.network.conductances
-        if self.plotter is None or w is None or self._w_initial is None or self.topology.positions is None:
-            return []
-        path = Path(out_dir) / "flow_network.png"
-        t = self.topology
-        self.network_png = Path(self.plotter(t.positions, t.edges, w - self._w_initial, path, t.input_pairs,
-                                             t.output_pairs, title=f"flow network ({t.n_nodes} nodes, {t.n_edges} "
-                                             f"edges): conductance change dw per edge (S)"))
-        return [self.network_png]
-
-    def snapshot(self) -> dict[str, Any]:
-        """Twin state plus the initial conductances and desired outputs, for exact resume."""
-        st: dict[str, Any] = {str(i): s.snapshot() for i, s in enumerate(self._stateful)}
-        if self._w_initial is not None:
-            st["w_initial"] = self._w_initial.copy()
-        if self._desired is not None:
-            st["desired"] = self._desired.copy()
-        return st
-
-    def restore(self, state: dict[str, Any]) -> None:
-        """Restore `snapshot` state."""
-        for i, s in enumerate(self._stateful):
-            if str(i) in state:
-                s.restore(state[str(i)])
-        if "w_initial" in state:
-            self._w_initial = np.asarray(state["w_initial"], np.float64)
-        if "desired" in state:
-            self._desired = np.asarray(state["desired"], np.float64)
-
-    def safe_state(self) -> None:
-        """Every source to zero and the clamp released."""
-        self.network.safe_state()

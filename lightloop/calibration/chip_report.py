@@ -1,0 +1,150 @@
+"""Twin-truth graders of the chip routines: heater phi0 (rad), R P_pi, crosstalk, couplers (rad), mesh fidelity.
+
+A report module: it reads the twin's hidden truth (`proc.emulator`) only to grade results after the fact.
+lightloop.calibration.report finds it (REPORT_MODULES) and registers GRADERS with their tolerances.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from lightloop.calibration.mesh_model import gauge_fidelity, input_gauge_phi_shift
+from lightloop.physics.mzi import mesh_layout
+
+__all__ = ["GRADERS"]
+
+TWO_PI = 2 * np.pi
+
+#: routine -> (grader(proc, result) -> {figure: value}, {figure: stated tolerance}), in registration order
+GRADERS: dict[str, tuple[Callable[[Any, Any], dict[str, Any]], dict[str, float]]] = {}
+
+
+def _grades(routine: str, tolerances: dict[str, float]) -> Callable[[Any], Any]:
+    """Decorator: list a grader of `routine` and the tolerances of its figures in GRADERS."""
+    def deco(fn: Callable[[Any, Any], dict[str, Any]]) -> Callable[[Any, Any], dict[str, Any]]:
+        GRADERS[routine] = (fn, dict(tolerances))
+        return fn
+    return deco
+
+
+def _wrap(x: NDArray) -> NDArray:
+    """Angles (rad) wrapped to [-pi, pi)."""
+    return (x + np.pi) % TWO_PI - np.pi
+
+
+def _expected_phi0(proc: Any, li: int) -> tuple[NDArray, NDArray]:
+    """True phi0 in the calibration's gauge (phi shifters injector-referenced) and the graded-channel mask."""
+    emu = proc.emulator
+    lay = proc.layers[li]
+    lt = emu.truth.layers[li]
+    h = lt.heaters
+    exp = (h.phi0 + h.drift).copy()
+    layout = mesh_layout(lay.n_ports, lay.mesh)
+    k = layout.n_mzi
+    shift, _ = input_gauge_phi_shift(layout, np.angle(lt.injector))
+    exp[k: 2 * k] += shift
+    graded = np.zeros(exp.size, bool)
+    graded[: 2 * k] = True              # a screen's offsets are receiver-referenced: not graded
+    return exp, graded
+
+
+@_grades("phase_shifters", {"phi0_max_abs_rad": 0.02, "p_pi_r_max_rel": 0.01,
+                            "xt_significant_max_rel": 0.10, "alpha_max_abs_rad": 0.005})
+def _grade_phase_shifters(proc: Any, result: Any) -> dict[str, Any]:
+    """HAL phi0 (gauge-fixed), R P_pi, crosstalk and coupler errors vs the twin's hidden truth (twins only)."""
+    emu = getattr(proc, "emulator", None)
+    if emu is None:
+        return {}
+    worst = {"phi0": 0.0, "p": 0.0, "xt": 0.0, "alpha": 0.0}
+    layers = {}
+    for li, lay in enumerate(proc.layers):
+        h = emu.truth.layers[li].heaters
+        sel = np.zeros(lay.bank.n_channels, bool)
+        if result is not None and f"channels_{li}" in result.arrays:
+            sel[np.asarray(result.arrays[f"channels_{li}"]).astype(np.intp)] = True
+        if not sel.any():
+            continue
+        exp, graded = _expected_phi0(proc, li)
+        sel &= graded
+        e_phi = np.abs(_wrap(lay.bank.cal.phi0 - exp))[sel]
+        e_raw = np.abs(_wrap(lay.bank.cal.phi0 - (h.phi0 + h.drift)))[sel]
+        prod_hal = lay.bank.cal.p_pi_w * lay.bank.cal.resistance_ohm
+        e_p = np.abs(prod_hal / (h.p_pi_w * h.resistance_ohm) - 1)[sel]
+        rep = {"phi0_max_abs_rad": float(e_phi.max()), "phi0_rms_rad": float(np.sqrt(np.mean(e_phi ** 2))),
+               "phi0_ungauged_max_abs_rad": float(e_raw.max()), "p_pi_r_max_rel": float(e_p.max()),
+               "channels": int(sel.sum())}
+        worst["phi0"], worst["p"] = max(worst["phi0"], rep["phi0_max_abs_rad"]), max(worst["p"], rep["p_pi_r_max_rel"])
+        if result is not None and f"xt_vals_{li}" in result.arrays:
+            c = h.crosstalk.tocsr()
+            rel = []
+            for i, j, v in zip(result.arrays[f"xt_rows_{li}"].astype(int), result.arrays[f"xt_cols_{li}"].astype(int),
+                               result.arrays[f"xt_vals_{li}"]):
+                t = float(c[i, j])
+                if abs(t) >= 0.01:
+                    rel.append(abs(v / (t * h.resistance_ohm[i] / h.resistance_ohm[j]) - 1))
+            if rel:
+                rep["xt_significant"], rep["xt_significant_max_rel"] = len(rel), float(max(rel))
+                worst["xt"] = max(worst["xt"], float(max(rel)))
+        if lay.couplers is not None and li < len(emu.truth.layers):
+            me = emu.truth.layers[li].mesh_errors[0]
+            e_a = float(max(np.abs(lay.couplers[0] - me.alpha1).max(), np.abs(lay.couplers[1] - me.alpha2).max()))
+            rep["alpha_max_abs_rad"] = e_a
+            rep["alpha_true_sd_rad"] = float(np.std(np.concatenate([me.alpha1, me.alpha2])))
+            worst["alpha"] = max(worst["alpha"], e_a)
+        layers[str(li)] = rep
+    return {"layers": layers, "phi0_max_abs_rad": worst["phi0"], "p_pi_r_max_rel": worst["p"],
+            "xt_significant_max_rel": worst["xt"], "alpha_max_abs_rad": worst["alpha"],
+            "gauge": "phi offsets injector-referenced (truth shifted by the injectors' phases pushed through the mesh)"}
+
+
+@_grades("crosstalk", {"significant_max_rel": 0.10})
+def _grade_crosstalk(proc: Any, result: Any) -> dict[str, Any]:
+    """Measured coefficients vs the twin's hidden C (effective C_ij R_i / R_j, and raw C_ij); significant:
+    |C_ij| >= 0.01."""
+    emu = getattr(proc, "emulator", None)
+    if emu is None or result is None:
+        return {}
+    worst, worst_raw, n_sig, layers = 0.0, 0.0, 0, {}
+    for li, lay in enumerate(proc.layers):
+        if f"xt_vals_{li}" not in result.arrays:
+            continue
+        h = emu.truth.layers[li].heaters
+        c = h.crosstalk.tocsr()
+        rel, raw = [], []
+        for i, j, v in zip(result.arrays[f"xt_rows_{li}"], result.arrays[f"xt_cols_{li}"], result.arrays[f"xt_vals_{li}"]):
+            i, j = int(i), int(j)
+            t = float(c[i, j])
+            if abs(t) < 0.01:
+                continue
+            eff = t * h.resistance_ohm[i] / h.resistance_ohm[j]
+            rel.append(abs(v / eff - 1))
+            raw.append(abs(v / t - 1))
+        if rel:
+            layers[str(li)] = {"significant": len(rel), "max_rel": float(max(rel)), "raw_max_rel": float(max(raw))}
+            worst, worst_raw, n_sig = max(worst, max(rel)), max(worst_raw, max(raw)), n_sig + len(rel)
+    return {"layers": layers, "significant_max_rel": worst, "raw_c_max_rel": worst_raw, "significant": n_sig}
+
+
+@_grades("mesh", {"true_fidelity_min_shortfall": 0.01})
+def _grade_mesh(proc: Any, result: Any) -> dict[str, Any]:
+    """Fidelity of the twin's TRUE layer matrix (the last model-programmed target, output phases free;
+    nominal-loss scaled and unit-normalised) next to the receiver-measured one (twins only). The truth sees
+    the layer from its physical inputs, so the injectors' phase errors (the calibration's reference) count."""
+    emu = getattr(proc, "emulator", None)
+    if emu is None or result is None:
+        return {}
+    layers, worst = {}, 0.0
+    for li, lay in enumerate(proc.layers):
+        if f"target_re_{li}" not in result.arrays:
+            continue
+        u_t = result.arrays[f"target_re_{li}"] + 1j * result.arrays[f"target_im_{li}"]
+        u = np.asarray(emu.layers[li].matrix(), np.complex128) * np.sqrt(float(lay.detector_gain))
+        f_true = gauge_fidelity(u_t, u, bool(lay.screen))
+        f_unit = gauge_fidelity(u_t, u, bool(lay.screen), unit=True)
+        f_meas = float(result.arrays[f"fidelity_unit_{li}"][-1, 2])
+        layers[str(li)] = {"true_fidelity": f_true, "true_fidelity_unit": f_unit, "measured_fidelity_unit": f_meas}
+        worst = max(worst, 1.0 - f_unit)
+    return {"layers": layers, "true_fidelity_min_shortfall": worst}

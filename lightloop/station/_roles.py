@@ -1,0 +1,154 @@
+"""The `roles:` and `emulator:` sections: which instrument channel serves each HAL role, and the wire twin's settings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from lightloop.schema import StrictModel
+from lightloop.units import Current, SlopeEfficiency, TemperatureDelta, Seconds, Voltage
+
+__all__ = ["LaserRole", "DisplayRole", "GainRef", "WeightRole", "CellRole", "ChannelRef", "DetectorRoles", "FreeSpaceRoles", "HeaterBankRole", "ChipDetectorRoles", "ChipRoles", "EmulatorSettings", "ROLE_SCHEMAS", "ROLE_DRIVERS"]
+
+
+class LaserRole(StrictModel):
+    """The light source: a laser controller, its operating current and P-I model; optional power meter."""
+
+    laser: str
+    operating_current: Current
+    threshold_current: Current = 0.0
+    slope_efficiency: SlopeEfficiency = 1.0
+    power_meter: str | None = None
+
+    @field_validator("operating_current", "slope_efficiency")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise PydanticCustomError("positive", "expected a value > 0")
+        return v
+
+
+class DisplayRole(StrictModel):
+    """An SLM sequence panel showing signed fields; full_scale_field = field at the extreme code."""
+
+    instrument: str
+    full_scale_field: float = Field(gt=0)
+
+
+class GainRef(StrictModel):
+    """Amplifier gain via a voltage-controlled amplifier on a source channel (driver numbering)."""
+
+    instrument: str
+    channel: int = Field(ge=0)
+    volts_per_gain: Voltage
+
+    @field_validator("volts_per_gain")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise PydanticCustomError("positive", "expected a voltage > 0 per unit gain")
+        return v
+
+
+class WeightRole(StrictModel):
+    """One weight layer: an SLM (layout pairs | checkerboard) or DMD (block pairs), and its amplifier gain."""
+
+    instrument: str
+    layout: Literal["pairs", "checkerboard"] = "pairs"
+    block_pixels: int = Field(1, ge=1, le=64)
+    gain: GainRef | None = None
+    fixed_gain: float | None = Field(None, gt=0)
+
+
+class CellRole(StrictModel):
+    """One vapor cell's temperature controller and its settling criterion."""
+
+    instrument: str
+    settle_tolerance: TemperatureDelta = 0.05
+    settle_timeout: Seconds = 120.0
+    poll_interval: Seconds = 0.5
+
+
+class ChannelRef(StrictModel):
+    """An instrument channel (driver numbering)."""
+
+    instrument: str
+    channel: int = Field(ge=0)
+
+
+class DetectorRoles(StrictModel):
+    """Homodyne arrays: pre taps (one per weight layer), post and error taps (one per vapor cell)."""
+
+    pre: list[ChannelRef] = Field(min_length=1)
+    post: list[ChannelRef] = Field(default_factory=list)
+    error: list[ChannelRef] = Field(default_factory=list)
+
+
+class FreeSpaceRoles(StrictModel):
+    """HAL roles of a free_space bench."""
+
+    source: LaserRole
+    input: DisplayRole
+    probe: DisplayRole
+    weights: list[WeightRole] = Field(min_length=1)
+    vapor_cells: list[CellRole] = Field(default_factory=list)
+    detectors: DetectorRoles
+
+
+class HeaterBankRole(StrictModel):
+    """A contiguous block of heater channels (driver numbering) serving one layer's phase shifters or biases."""
+
+    instrument: str
+    first_channel: int = Field(0, ge=0)
+    count: int = Field(ge=1)
+
+
+class ChipDetectorRoles(StrictModel):
+    """Digitiser channels (each an array) of the chip's detectors."""
+
+    outputs: ChannelRef
+    monitors: list[ChannelRef] = Field(default_factory=list, description="tap monitors, one per mesh layer")
+    receivers: list[ChannelRef] = Field(default_factory=list, description="coherent receivers, one per mesh layer")
+
+
+class ChipRoles(StrictModel):
+    """HAL roles of an integrated_chip bench: laser, heater banks per mesh layer, activation biases, detectors."""
+
+    source: LaserRole
+    phase_shifters: list[HeaterBankRole] = Field(min_length=1)
+    activation_bias: list[HeaterBankRole] = Field(default_factory=list)
+    detectors: ChipDetectorRoles
+
+
+class EmulatorSettings(StrictModel):
+    """The wire-level twin for this config."""
+
+    autostart: bool = False
+    host: str = "127.0.0.1"
+    layer_sizes: list[int] | None = None
+    time_scale: float = Field(1000.0, gt=0, description="twin seconds per wall second (temperature ramps)")
+    sequence_length: int = Field(1024, ge=16, le=1 << 16, description="patterns per SLM sequence frame")
+
+    @field_validator("host")
+    @classmethod
+    def _loopback(cls, v: str) -> str:
+        if v not in ("127.0.0.1", "localhost"):
+            raise PydanticCustomError("loopback", "expected 127.0.0.1 (the wire twin binds the loopback interface only)")
+        return "127.0.0.1"
+
+    @field_validator("layer_sizes")
+    @classmethod
+    def _sizes(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (len(v) < 2 or any(n < 1 for n in v)):
+            raise PydanticCustomError("sizes", "expected at least two positive layer sizes (input first)")
+        return v
+
+
+ROLE_SCHEMAS: dict[str, type[StrictModel]] = {"free_space": FreeSpaceRoles, "integrated_chip": ChipRoles}
+
+
+ROLE_DRIVERS = {"laser": {"laser_controller"}, "power_meter": {"power_meter"}, "slm": {"slm"},
+                 "weights": {"slm", "dmd"}, "gain": {"scpi_source"}, "cell": {"temperature_controller"},
+                 "detector": {"digitizer"}, "heater": {"qontrol_heater", "scpi_source"}}

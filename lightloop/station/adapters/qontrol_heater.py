@@ -1,0 +1,64 @@
+"""Qontrol heater-driver port adapter (volts): VoltageDevice and HeaterPort, one pipelined transaction per call."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from lightloop.hal.safety import Range
+from lightloop.station._link import Link
+
+__all__ = ["QontrolHeaterDevice"]
+
+
+class QontrolHeaterDevice:
+    """VoltageDevice (hal.safety) and HeaterPort on a QontrolHeater: one pipelined transaction per call."""
+
+    def __init__(self, link: Link, limit: Range | None = None) -> None:
+        self.link, self.name = link, link.name
+        self.n_channels = int(link.driver.n_channels)
+        if limit is not None:
+            self._narrow(link.driver, limit)
+            link.on_connect(lambda d: self._narrow(d, limit))
+
+    def _narrow(self, drv: Any, limit: Range) -> None:
+        """Lower each channel's VMAX above our limit (never raise it)."""
+        for ch in drv.channels:
+            vmax = ch.vmax.cache.get(get_if_invalid=False)
+            if vmax is None or vmax > limit.high:
+                ch.vmax(limit.high)
+                self.link.tick()
+
+    @property
+    def epoch(self) -> int:
+        """Connection epoch (a reconnect invalidates read-back caches)."""
+        return self.link.epoch
+
+    def read_voltages(self) -> NDArray[np.float64]:
+        """``V0? ... V{n-1}?`` in one pipelined transaction (V)."""
+        def op(drv: Any) -> NDArray[np.float64]:
+            v = np.asarray(drv.get_voltages(), np.float64)
+            self.link.tick()
+            return v
+
+        return self.link.run("V?", op)
+
+    def write_voltages(self, volts: Mapping[int, float]) -> None:
+        """``V{c}=...`` lines for the given channels in one pipelined transaction."""
+        def op(drv: Any) -> None:
+            drv.set_voltages({int(c): float(v) for c, v in volts.items()})
+            self.link.tick()
+
+        self.link.run("V=", op)
+
+    # HeaterPort (raw; the HAL wraps this device in a SafeVoltageBank)
+    def set_voltages(self, voltages: Sequence[float]) -> None:
+        """All channels in one transaction."""
+        self.write_voltages(dict(enumerate(float(v) for v in voltages)))
+
+    def get_voltages(self) -> NDArray[np.float64]:
+        """All channel set-points (V)."""
+        return self.read_voltages()

@@ -1,0 +1,90 @@
+"""Physical quantities in configs: a number in the base unit (K, K/min, V, V/s, A, A/s, W, W/A, s) or 'number unit'."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
+from pydantic_core import PydanticCustomError
+
+__all__ = ["UNITS", "parse_quantity", "expectation", "quantity", "Temperature", "TemperatureDelta", "Voltage", "Current", "Power", "SlopeEfficiency", "Seconds"]
+
+
+#: dimension -> (base unit, {unit: (scale, offset)}): base = value * scale + offset
+UNITS: dict[str, tuple[str, dict[str, tuple[float, float]]]] = {
+    "temperature": ("K", {"K": (1.0, 0.0), "mK": (1e-3, 0.0), "degC": (1.0, 273.15), "°C": (1.0, 273.15)}),
+    "temperature_delta": ("K", {"K": (1.0, 0.0), "mK": (1e-3, 0.0), "degC": (1.0, 0.0)}),
+    "temperature_rate": ("K/min", {"K/min": (1.0, 0.0), "K/s": (60.0, 0.0), "degC/min": (1.0, 0.0),
+                                   "mK/s": (0.06, 0.0), "K/h": (1 / 60, 0.0)}),
+    "voltage": ("V", {"V": (1.0, 0.0), "mV": (1e-3, 0.0), "uV": (1e-6, 0.0), "kV": (1e3, 0.0)}),
+    "voltage_rate": ("V/s", {"V/s": (1.0, 0.0), "mV/s": (1e-3, 0.0), "V/ms": (1e3, 0.0), "V/min": (1 / 60, 0.0)}),
+    "current": ("A", {"A": (1.0, 0.0), "mA": (1e-3, 0.0), "uA": (1e-6, 0.0)}),
+    "current_rate": ("A/s", {"A/s": (1.0, 0.0), "mA/s": (1e-3, 0.0), "mA/ms": (1.0, 0.0)}),
+    "power": ("W", {"W": (1.0, 0.0), "mW": (1e-3, 0.0), "uW": (1e-6, 0.0), "nW": (1e-9, 0.0)}),
+    "slope_efficiency": ("W/A", {"W/A": (1.0, 0.0), "mW/mA": (1.0, 0.0)}),
+    "time": ("s", {"s": (1.0, 0.0), "ms": (1e-3, 0.0), "min": (60.0, 0.0), "h": (3600.0, 0.0)}),
+}
+
+
+_NUMBER = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S.*?)?\s*$")
+
+
+def expectation(dimension: str) -> str:
+    base, units = UNITS[dimension]
+    return (f"expected a {dimension.replace('_', ' ')}: a number in {base} or a string with one of the units "
+            f"{', '.join(units)}")
+
+
+def parse_quantity(value: Any, dimension: str) -> float:
+    """Number (base unit) or 'number unit' string -> float in the base unit; ValueError on a wrong unit."""
+    if isinstance(value, bool):
+        raise ValueError(expectation(dimension))
+    if isinstance(value, (int, float)):
+        v = float(value)
+    elif isinstance(value, str):
+        m = _NUMBER.match(value)
+        if not m:
+            raise ValueError(expectation(dimension))
+        unit = (m.group(2) or UNITS[dimension][0]).replace(" ", "")
+        conv = UNITS[dimension][1].get(unit)
+        if conv is None:
+            raise ValueError(expectation(dimension) + f" (unit {unit!r} is not one of them)")
+        v = float(m.group(1)) * conv[0] + conv[1]
+    else:
+        raise ValueError(expectation(dimension))
+    if not math.isfinite(v):
+        raise ValueError(expectation(dimension))
+    return v
+
+
+def quantity(dimension: str) -> Any:
+    def convert(value: Any) -> float:
+        try:
+            return parse_quantity(value, dimension)
+        except ValueError as exc:
+            raise PydanticCustomError("unit", str(exc)) from None
+
+    return Annotated[float, BeforeValidator(convert)]
+
+
+Temperature = quantity("temperature")
+
+
+TemperatureDelta = quantity("temperature_delta")
+
+
+Voltage = quantity("voltage")
+
+
+Current = quantity("current")
+
+
+Power = quantity("power")
+
+
+SlopeEfficiency = quantity("slope_efficiency")
+
+
+Seconds = quantity("time")
