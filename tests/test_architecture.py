@@ -217,3 +217,34 @@ def test_calibration_routines_never_touch_the_twin():
             readers.add(mod)
     assert readers <= TRUTH_READERS, f"calibration modules reading the twin: {sorted(readers - TRUTH_READERS)}"
     assert TRUTH_READERS <= set(MODULES)
+
+
+def test_building_a_real_instrument_bench_loads_no_simulator_code(tmp_path):
+    """The real free-space config, its addresses pointed at a closed loopback port: the build tries the
+    instruments, fails with one clear error, and no simulator module was ever imported."""
+    import yaml
+
+    data = yaml.safe_load((REPO / "lab_configs" / "real_free_space.yaml").read_text())
+    for spec in data["instruments"].values():
+        if spec["driver"] == "slm":
+            spec["address"] = "127.0.0.1:1"
+        elif spec["driver"] in ("qontrol_heater",):
+            spec["address"] = "socket://127.0.0.1:1"
+        elif spec["driver"] != "dmd":
+            spec["address"], spec["visalib"] = "TCPIP::127.0.0.1::1::SOCKET", "@py"
+            spec["timeout"] = "0.5 s"
+        spec["reconnect"] = {"attempts": 0}
+    cfg = tmp_path / "real_closed.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    loaded = _fresh_modules(
+        "from lightloop.bench import build_processor\n"
+        "from lightloop.config import load_config\n"
+        "from lightloop.errors import LightloopError\n"
+        f"cfg = load_config({str(cfg)!r})\n"
+        "try:\n"
+        "    build_processor(cfg, 64, 10)\n"
+        "    raise SystemExit('built a bench on a closed port')\n"
+        "except LightloopError as exc:\n"
+        "    assert 'instruments.' in str(exc), exc\n")
+    assert "lightloop.station._station" in loaded and "lightloop.benches.free_space" in loaded
+    assert not [m for m in loaded if m.startswith("lightloop.simulators")]

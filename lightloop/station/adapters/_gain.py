@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -28,9 +29,11 @@ class GainControl:
 
 
 class WeightGain:
-    """Shared amplifier-gain handling of the SLM and DMD weight adapters (each sets ``self.link``)."""
+    """Shared part of the SLM and DMD weight adapters: amplifier gain and frame upload (each sets ``self.link``)."""
 
     link: Link
+    clock: BenchClock
+    _last: Any = None
 
     def __init__(self, name: str, gain: GainControl | None, fixed_gain: float | None, clock: BenchClock) -> None:
         self._name, self._gain, self._fixed, self._clock = name, gain, fixed_gain, clock
@@ -48,3 +51,22 @@ class WeightGain:
         elif self._fixed is not None and not np.isclose(gain, self._fixed, rtol=1e-9, atol=0):
             raise ConfigError(f"weights on {self._name!r}: the block needs amplifier gain {gain:g} (max_weight / "
                               f"efficiency) but roles.weights.fixed_gain is {self._fixed:g}; expected equal values")
+
+    def _resend(self, drv: Any) -> None:
+        """After a reconnect: show the last frame again (the panel may have been reset)."""
+        if self._last is not None:
+            drv.write_frame(self._last)
+            self.link.tick()
+
+    def _show(self, frame: Any) -> None:
+        """Upload a weight frame (one transaction), skipped when the panel already shows it."""
+        if self._last is not None and np.array_equal(frame, self._last):
+            return
+
+        def op(drv: Any) -> None:
+            drv.write_frame(frame)
+            self.link.tick()
+
+        self.link.run("write_frame", op)
+        self._last = frame
+        self.clock.changed()

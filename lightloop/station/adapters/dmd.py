@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -32,11 +31,6 @@ class DMDWeightBlocks(WeightGain):
         self._last: NDArray[np.bool_] | None = None
         link.on_connect(self._resend)
 
-    def _resend(self, drv: Any) -> None:
-        if self._last is not None:
-            drv.write_frame(self._last)
-            self.link.tick()
-
     def write_blocks(self, on_plus: NDArray[np.uint16], on_minus: NDArray[np.uint16]) -> None:
         """Display on-mirror counts (0..k^2) of the + and - blocks (out, in)."""
         k2 = self.block_pixels**2
@@ -44,14 +38,4 @@ class DMDWeightBlocks(WeightGain):
             raise ValueError(f"DMD {self.link.name!r}: expected mirror counts of shape {self.shape}")
         if int(np.max(on_plus, initial=0)) > k2 or int(np.max(on_minus, initial=0)) > k2:
             raise ValueError(f"DMD {self.link.name!r}: mirror counts exceed the {k2} mirrors of a block")
-        frame = render_dmd_frame(on_plus, on_minus, self.block_pixels, self.panel)
-        if self._last is not None and np.array_equal(frame, self._last):
-            return
-
-        def op(drv: Any) -> None:
-            drv.write_frame(frame)
-            self.link.tick()
-
-        self.link.run("write_frame", op)
-        self._last = frame
-        self.clock.changed()
+        self._show(render_dmd_frame(on_plus, on_minus, self.block_pixels, self.panel))

@@ -91,23 +91,8 @@ class SLMWeightBlocks(WeightGain):
         self._last: NDArray[np.uint8] | None = None
         link.on_connect(self._resend)
 
-    def _resend(self, drv: Any) -> None:
-        if self._last is not None:
-            drv.write_frame(self._last)
-            self.link.tick()
-
     def write_blocks(self, gray_plus: NDArray[np.uint8], gray_minus: NDArray[np.uint8]) -> None:
         """Display the checkerboard gray levels (out, in) of every weight."""
         if gray_plus.shape != self.shape or gray_minus.shape != self.shape:
             raise ValueError(f"weight SLM {self.link.name!r}: expected gray levels of shape {self.shape}")
-        frame = render_weight_frame(gray_plus, gray_minus, self.layout, self.block_pixels, self.panel)
-        if self._last is not None and np.array_equal(frame, self._last):
-            return
-
-        def op(drv: Any) -> None:
-            drv.write_frame(frame)
-            self.link.tick()
-
-        self.link.run("write_frame", op)
-        self._last = frame
-        self.clock.changed()
+        self._show(render_weight_frame(gray_plus, gray_minus, self.layout, self.block_pixels, self.panel))
