@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -219,20 +220,19 @@ def _assemble(cfg: LabConfig, sizes: tuple[int, ...], a0: float, ideal: bool, si
 
         ports = FreeSpaceStation(station, cfg.instruments, roles, addresses)
 
-    def on_twin(name: str | None) -> bool:
-        return ports is None or name is None or cfg.instruments[name].driver == "twin"
+    def served(instrument: Callable[[], str]) -> bool:
+        """A driver on the station serves the role (its instrument is read only when there is a station)."""
+        return ports is not None and cfg.instruments[instrument()].driver != "twin"
 
     def twin(cls_name: str, *args: Any) -> Any:
         port = getattr(tw, cls_name)(emu, *args)
         return _LockedPort(port, lock) if lock is not None else port
 
-    laser = None
-    if ports is not None and not on_twin(roles.source.laser):
-        laser = ports.laser()
-    enc_port = twin("SourceTwin") if on_twin(roles and roles.input.instrument) \
-        else ports.display(roles.input, n_inputs, "input")
-    probe_port = twin("ProbeTwin") if on_twin(roles and roles.probe.instrument) \
-        else ports.display(roles.probe, n_outputs, "probe")
+    laser = ports.laser() if served(lambda: roles.source.laser) else None
+    enc_port = ports.display(roles.input, n_inputs, "input") if served(lambda: roles.input.instrument) \
+        else twin("SourceTwin")
+    probe_port = ports.display(roles.probe, n_outputs, "probe") if served(lambda: roles.probe.instrument) \
+        else twin("ProbeTwin")
 
     device = "analog" if (ideal and all_twin) else p.weights.device
     block_cls = {"analog": AnalogWeightBlock, "slm": SLMWeightBlock, "dmd": DMDWeightBlock}[device]
@@ -241,26 +241,23 @@ def _assemble(cfg: LabConfig, sizes: tuple[int, ...], a0: float, ideal: bool, si
     blocks = []
     for i in range(n_layers):
         shape = (sizes[i + 1], sizes[i])
-        w = roles.weights[i] if roles is not None else None
-        port = twin(twin_cls, i) if on_twin(w and w.instrument) else ports.weights(w, shape)
-        blocks.append(block_cls(port, shape, **kw))
+        on_station = served(lambda: roles.weights[i].instrument)
+        blocks.append(block_cls(ports.weights(roles.weights[i], shape) if on_station else twin(twin_cls, i), shape, **kw))
 
     cell_map = VaporCellMap(p.vapor_cell.sigma_l_m3)
     absorbers = []
     for i in range(n_layers - 1):
         t_lo, t_hi = p.vapor_cell.t_min_k, p.vapor_cell.t_max_k
-        c = roles.vapor_cells[i] if roles is not None else None
-        if on_twin(c and c.instrument):
-            port = twin("VaporCellHeaterTwin", i)
+        if served(lambda: roles.vapor_cells[i].instrument):
+            port, t_lo, t_hi = ports.vapor_cell(i, roles.vapor_cells[i], t_lo, t_hi)
         else:
-            port, t_lo, t_hi = ports.vapor_cell(i, c, t_lo, t_hi)
+            port = twin("VaporCellHeaterTwin", i)
         absorbers.append(SaturableAbsorber(port, cell_map, TemperatureLimits(t_lo, t_hi)))
 
     def detector(tap: str, layer: int) -> Any:
-        ref = getattr(roles.detectors, tap)[layer] if roles is not None else None
-        if on_twin(ref and ref.instrument):
-            return twin("HomodyneTwin", tap, layer)
-        return ports.detector(tap, ref, sizes[layer + 1])
+        if served(lambda: getattr(roles.detectors, tap)[layer].instrument):
+            return ports.detector(tap, getattr(roles.detectors, tap)[layer], sizes[layer + 1])
+        return twin("HomodyneTwin", tap, layer)
 
     # registration order = the processor's acquisition order: pre, post, then error taps
     pre = [HomodyneDetector(detector("pre", i)) for i in range(n_layers)]
