@@ -10,16 +10,107 @@ hidden truth (the only place the truth is revealed).
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import math
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from lightloop.cli import _layer_size, _seed, writable_dir
 from lightloop.errors import CalibrationError, ConfigError
 
-__all__ = ["register", "run_calibrate"]
+__all__ = ["register", "run_calibrate", "OPTIONS", "parse_options"]
+
+
+def _int(lo: int, hi: int) -> tuple[Callable[[str], Any], str]:
+    def parse(raw: str) -> int:
+        v = int(raw)
+        if not lo <= v <= hi:
+            raise ValueError(raw)
+        return v
+    return parse, f"an integer in {lo}..{hi}"
+
+
+def _num(lo: float, hi: float) -> tuple[Callable[[str], Any], str]:
+    def parse(raw: str) -> float:
+        v = float(raw)
+        if not (math.isfinite(v) and lo < v <= hi):
+            raise ValueError(raw)
+        return v
+    return parse, f"a number in ({lo:g}, {hi:g}]"
+
+
+def _bool(raw: str) -> bool:
+    low = raw.lower()
+    if low not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        raise ValueError(raw)
+    return low in ("true", "1", "yes", "on")
+
+
+def _a0_range(raw: str) -> tuple[float, float]:
+    lo, hi = (float(v) for v in raw.replace(":", ",").split(","))
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi <= 1e4):
+        raise ValueError(raw)
+    return lo, hi
+
+
+_FS = ("saturable_absorber", "vapor_cell", "homodyne")
+#: every routine option: name -> (routines that read it, parser, what is expected)
+OPTIONS: dict[str, tuple[tuple[str, ...], Callable[[str], Any], str]] = {
+    "lut_levels": (("slm_lut",), *_int(2, 256)),
+    "frames": (("slm_lut", "dmd_fill"), *_int(1, 100_000)),
+    "fill_levels": (("dmd_fill",), *_int(2, 4097)),
+    "fringing_frames": (("fringing",), *_int(1, 100_000)),
+    "dark_frames": (("homodyne",), *_int(1, 1_000_000)),
+    "sweep_frames": (_FS, *_int(1, 100_000)),
+    "backward_frames": (("homodyne",), *_int(1, 1_000_000)),
+    "lo_levels": (("lo_phase",), *_int(3, 256)),
+    "lo_frames": (("lo_phase",), *_int(1, 100_000)),
+    "lock_lo": (("lo_phase",), _bool, "true or false"),
+    "probe_a0": (("saturable_absorber",), *_num(0.0, 1e4)),
+    "temperatures": (("vapor_cell",), *_int(2, 1000)),
+    "a0_range": (("vapor_cell",), _a0_range, "LOW,HIGH optical depths with 0 < LOW < HIGH <= 10000"),
+    "settle_timeout_s": (_FS, *_num(0.0, 86400.0)),
+    "ps_steps": (("phase_shifters",), *_int(2, 1000)),
+    "ps_fit_threshold": (("phase_shifters", "crosstalk"), *_num(0.0, 1.0)),
+    "ps_sigma_max_rad": (("phase_shifters",), *_num(0.0, math.pi)),
+    "xt_rel_sigma_max": (("phase_shifters",), *_num(0.0, 10.0)),
+    "ps_tries": (("phase_shifters",), *_int(1, 100)),
+    "ps_max_iter": (("phase_shifters",), *_int(1, 10_000)),
+    "ps_max_passes": (("phase_shifters",), *_int(1, 100)),
+    "xt_steps": (("crosstalk",), *_int(2, 1000)),
+    "mesh_targets": (("mesh",), *_int(1, 1000)),
+    "mesh_passes": (("mesh",), *_int(1, 100)),
+    "mesh_min_fidelity": (("mesh",), *_num(0.0, 1.0)),
+}
+
+
+def parse_options(items: list[str], routines: list[str]) -> dict[str, Any]:
+    """--option KEY=VALUE items -> typed options; unknown names and bad values are one-line ConfigErrors."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"--option: {item!r}; expected KEY=VALUE, e.g. lut_levels=65")
+        if key not in OPTIONS:
+            close = difflib.get_close_matches(key, OPTIONS, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"--option {key}: unknown option{hint}; expected one of: {', '.join(sorted(OPTIONS))}")
+        if key in out:
+            raise ConfigError(f"--option {key}: given twice; expected each option once")
+        users, parse, what = OPTIONS[key]
+        try:
+            out[key] = parse(raw.strip())
+        except ValueError:
+            raise ConfigError(f"--option {key}: expected {what}, got {raw.strip()!r}") from None
+        if "all" not in routines and not set(users) & set(routines):
+            print(f"lightloop: warning: --option {key}: read only by {', '.join(users)}, none of which runs; "
+                  "it has no effect", file=sys.stderr)
+    return out
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,19 +123,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="routine names (slm_lut, lo_phase, dmd_fill, fringing, homodyne, saturable_absorber, "
                         "vapor_cell, ...) or all")
     p.add_argument("--config", type=Path, default=None, help="lab config YAML (default: simulated free-space SA bench)")
-    p.add_argument("--store", type=Path, default=None,
+    p.add_argument("--store", type=writable_dir, default=None,
                    help="calibration store directory (default: the config's processor.calibration.store)")
-    p.add_argument("--plots", type=Path, default=None, help="directory for the PNG of each fit "
+    p.add_argument("--plots", type=writable_dir, default=None, help="directory for the PNG of each fit "
                                                              "(default: <store>/<bench>/plots/<time>)")
     p.add_argument("--no-plots", action="store_true", help="write no PNG")
     p.add_argument("--no-save", action="store_true", help="do not write records to the store")
     p.add_argument("--from-nominal", action="store_true", help="start from nominal maps, not the stored records")
     p.add_argument("--dataset", default=None, help="dataset whose shape sizes the bench (default: the config's)")
     p.add_argument("--data-dir", type=Path, default=None)
-    p.add_argument("--hidden", type=int, nargs="+", default=None, metavar="N", help="hidden layer sizes")
+    p.add_argument("--hidden", type=_layer_size, nargs="+", default=None, metavar="N", help="hidden layer sizes")
     p.add_argument("--option", action="append", default=None, metavar="KEY=VALUE",
-                   help="routine option, e.g. lut_levels=65 sweep_frames=128 temperatures=8 (repeatable)")
-    p.add_argument("--seed", type=int, default=0, help="seed of randomised test patterns")
+                   help="routine option, e.g. lut_levels=65 sweep_frames=128 temperatures=8 (repeatable); "
+                        f"known: {', '.join(sorted(OPTIONS))}")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of randomised test patterns")
     p.add_argument("--json", action="store_true", help="print one JSON summary as the last stdout line")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(handler=_handler)
@@ -89,10 +181,11 @@ def run_calibrate(args: argparse.Namespace) -> dict[str, Any]:
     from lightloop.calibration.report import twin_truth_report
     from lightloop.calibration.runner import calibrate, now_utc, total_counts
     from lightloop.calibration.store import CalibrationStore, CalibrationWarning, load_into_processor
-    from lightloop.cli import default_config_path, parse_key_values
+    from lightloop.cli import default_config_path
     from lightloop.config import load_config
     from lightloop.training.datasets import load_dataset  # only for the dataset's shape (n_features, n_classes)
 
+    options = parse_options(args.option or [], args.routines)
     cfg = load_config(args.config or default_config_path())
     store_path = _store_path(cfg, args.store)
     cal = getattr(cfg.processor, "calibration", None)
@@ -102,25 +195,28 @@ def run_calibrate(args: argparse.Namespace) -> dict[str, Any]:
     if args.hidden is not None and any(h < 1 for h in args.hidden):
         raise ConfigError(f"--hidden: layer sizes must be positive integers, got {args.hidden}")
     proc = build_processor(cfg, data.n_features, data.n_classes, BuildOverrides(hidden=args.hidden))
-    if not routines_for(proc):
-        raise CalibrationError(f"{cfg.source}: no calibration routine applies to a '{cfg.processor.kind}' bench")
-    store = CalibrationStore(store_path) if store_path is not None else None
-    loaded: list[dict[str, Any]] = []
-    if store is not None and not args.from_nominal:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", CalibrationWarning)
-            loaded = load_into_processor(proc, store, cfg.bench, max_age_days=getattr(cal, "max_age_days", None),
-                                         on_mismatch="warn")
-        for w in caught:
-            print(f"lightloop: warning: {w.message}", file=sys.stderr)
-    plot_dir = None
-    if not args.no_plots:
-        stamp = time.strftime("%Y%m%dT%H%M%S")
-        plot_dir = args.plots or ((store_path / cfg.bench / "plots" / stamp) if store_path is not None
-                                  else Path("runs") / f"calibrate-{stamp}")
-    options = parse_key_values(args.option or [], "--option")
-    ctx = RunContext(progress=not args.no_progress and sys.stderr.isatty(), plot_dir=plot_dir, seed=args.seed,
-                     options=options)
+    try:   # everything up to the routines runs with the instruments connected: any failure leaves them safe
+        if not routines_for(proc):
+            raise CalibrationError(f"{cfg.source}: no calibration routine applies to a '{cfg.processor.kind}' bench")
+        store = CalibrationStore(store_path) if store_path is not None else None
+        loaded: list[dict[str, Any]] = []
+        if store is not None and not args.from_nominal:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", CalibrationWarning)
+                loaded = load_into_processor(proc, store, cfg.bench, max_age_days=getattr(cal, "max_age_days", None),
+                                             on_mismatch="warn")
+            for w in caught:
+                print(f"lightloop: warning: {w.message}", file=sys.stderr)
+        plot_dir = None
+        if not args.no_plots:
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            plot_dir = args.plots or ((CalibrationStore(store_path).plot_dir(cfg.bench, stamp)) if store_path is not None
+                                      else Path("runs") / f"calibrate-{stamp}")
+        ctx = RunContext(progress=not args.no_progress and sys.stderr.isatty(), plot_dir=plot_dir, seed=args.seed,
+                         options=options)
+    except BaseException:
+        proc.close()
+        raise
     t0 = time.perf_counter()
     with proc:
         outcomes = calibrate(proc, args.routines, ctx, None if args.no_save else store, cfg.bench)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
-import time
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from lightloop.errors import LightloopError
 
@@ -44,29 +44,130 @@ def _float(s: str) -> float:
     return v
 
 
+def _bounded(kind: str, lo: float, hi: float, lo_open: bool = False) -> Any:
+    """argparse type: a finite number in [lo, hi] ((lo, hi] with lo_open)."""
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            v = math.nan
+        if not math.isfinite(v) or v < lo or (lo_open and v == lo) or v > hi:
+            raise argparse.ArgumentTypeError(f"expected {kind} {'>' if lo_open else '>='} {lo:g} and <= {hi:g}, "
+                                             f"got {s!r}")
+        return v
+    return parse
+
+
+def _seed(s: str) -> int:
+    """argparse type: a seed in 0..SEED_MAX."""
+    from lightloop.schema import SEED_MAX
+
+    try:
+        v = int(s)
+    except ValueError:
+        v = -1
+    if not 0 <= v <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"expected a seed: an integer in 0..{SEED_MAX}, got {s!r}")
+    return v
+
+
+def _layer_size(s: str) -> int:
+    """argparse type: a hidden layer size in 1..10000 neurons."""
+    v = _positive_int(s)
+    if v > 10_000:
+        raise argparse.ArgumentTypeError(f"expected a layer size in 1..10000, got {s!r}")
+    return v
+
+
+def _learning_rate(s: str) -> float:
+    """argparse type: a learning rate in (0, 1000]; above LR_WARN a one-line warning."""
+    from lightloop.schema import warn_if_surely_a_mistake
+
+    v = _bounded("a learning rate", 0.0, 1e3, lo_open=True)(s)
+    warn_if_surely_a_mistake("--lr", lr=v)
+    return v
+
+
+def _init_scale(s: str) -> float:
+    """argparse type: a std of the initial weights in (0, 1000]; above INIT_SCALE_WARN a one-line warning."""
+    from lightloop.schema import warn_if_surely_a_mistake
+
+    v = _bounded("a std of the initial weights", 0.0, 1e3, lo_open=True)(s)
+    warn_if_surely_a_mistake("--init-scale", init_scale=v)
+    return v
+
+
+def _registered(kind: str) -> Any:
+    """argparse type: a registered dataset or gradient-method name."""
+    def parse(s: str) -> str:
+        from lightloop.plugins import import_plugins
+        from lightloop.training import datasets, gradients
+
+        import_plugins(gradients.GRADIENT_PLUGINS)
+        names = sorted(datasets.dataset_names() if kind == "dataset" else gradients.GRADIENT_METHODS)
+        if s not in names:
+            raise argparse.ArgumentTypeError(f"unknown {kind} {s!r}; expected one of: {', '.join(names)}")
+        return s
+    return parse
+
+
+def writable_dir(s: str) -> Path:
+    """argparse type: a directory path that is a directory or can be created (probed) where it would go."""
+    import tempfile
+
+    path = Path(s).expanduser()
+    if not s.strip():
+        raise argparse.ArgumentTypeError("expected a directory path, got ''")
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{s!r} is an existing file; expected a directory (or a new path)")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{str(parent)!r} is a file; expected {s!r} to be creatable as a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".lightloop-probe-", dir=parent))
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{str(parent)!r} is not writable ({exc.strerror}); expected a writable "
+                                         "directory") from None
+    return path
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are ONE stderr line (`lightloop: error: ...`, exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        message = " ".join(message.replace("(choose from", "(expected one of").split())
+        if "expected" not in message:
+            message += f"; expected the arguments listed by `{self.prog} --help`"
+        self.exit(2, f"lightloop: error: {self.prog}: {message}\n")
+
+
 def _train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a network on a (simulated or real) bench",
                        description="On-hardware training: program, forward, error, backward, gradient, update.")
     p.add_argument("--config", type=Path, default=None, help="lab config YAML (default: simulated free-space SA bench)")
-    p.add_argument("--dataset", default=None, help="digits | iris | mnist (and kinds' own sets)")
+    p.add_argument("--dataset", type=_registered("dataset"), default=None, help="digits | iris | mnist (and kinds' own sets)")
     p.add_argument("--data-dir", type=Path, default=None, help="directory holding dataset files (MNIST IDX)")
-    p.add_argument("--hidden", type=_positive_int, nargs="+", default=None, metavar="N", help="hidden layer sizes")
-    p.add_argument("--optical-depth", type=_float, default=None, metavar="A0", help="vapor-cell optical depth a0 >= 0")
-    p.add_argument("--gradient", default=None, help="exact | pump_probe | finite_difference | ...")
+    p.add_argument("--hidden", type=_layer_size, nargs="+", default=None, metavar="N", help="hidden layer sizes")
+    p.add_argument("--optical-depth", type=_bounded("a0", 0.0, 1e6), default=None, metavar="A0", help="vapor-cell optical depth a0 >= 0")
+    p.add_argument("--gradient", type=_registered("gradient"), default=None, help="exact | pump_probe | finite_difference | ...")
     p.add_argument("--optimizer", choices=["adam", "sgd"], default=None)
     p.add_argument("--loss", choices=["mse", "cross_entropy"], default=None,
                    help="output error: mse (delta = z - t, default) or cross_entropy (delta = softmax(z) - t)")
     p.add_argument("--epochs", type=_positive_int, default=None)
     p.add_argument("--batch-size", type=_positive_int, default=None)
-    p.add_argument("--lr", type=_float, default=None)
-    p.add_argument("--init-scale", type=_float, default=None, help="std of the initial weights")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--lr", type=_learning_rate, default=None)
+    p.add_argument("--init-scale", type=_init_scale, default=None, help="std of the initial weights")
+    p.add_argument("--seed", type=_seed, default=None)
     twin = p.add_mutually_exclusive_group()
     twin.add_argument("--ideal", action="store_true", help="switch every twin imperfection off")
     twin.add_argument("--realistic", action="store_true",
                       help="switch the twin's imperfections on even where the config says ideal")
-    p.add_argument("--out", type=Path, default=None, help="run directory (checkpoints, metrics.jsonl, PNG)")
+    p.add_argument("--out", type=writable_dir, default=None, help="run directory (checkpoints, metrics.jsonl, PNG)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--accept-change", action="store_true",
+                   help="with --resume: continue although settings differ from run.json (recorded there)")
     p.add_argument("--json", action="store_true", help="print one JSON summary as the last stdout line")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--gradient-option", action="append", default=None, metavar="KEY=VALUE",
@@ -98,7 +199,11 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
     try:
         method = make_gradient(gradient, **options)
     except TypeError as exc:
-        raise ConfigError(f"gradient options {sorted(options)}: not accepted by gradient '{gradient}' ({exc})") from None
+        raise ConfigError(f"--gradient-option {sorted(options)}: not accepted by gradient '{gradient}' ({exc}); "
+                          "expected only that method's options") from None
+    except ConfigError as exc:  # a value the method refuses (config options were checked when the config loaded)
+        raise ConfigError(f"--gradient-option: {exc}" + ("" if "expected" in str(exc) else
+                                                          "; expected a value the method accepts")) from None
     optimizer = make_optimizer(args.optimizer or t.optimizer, lr)
     data = load_dataset(dataset, args.data_dir)
     ideal = True if args.ideal else (False if getattr(args, "realistic", False) else None)
@@ -107,16 +212,29 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
                              loss=getattr(args, "loss", None) or t.loss,
                              seed=t.seed if args.seed is None else args.seed, init_scale=init_scale,
                              progress=not args.no_progress and sys.stderr.isatty())
-    out = args.out or Path("runs") / f"train-{time.strftime('%Y%m%d-%H%M%S')}"
-    proc = build_processor(cfg, data.n_features, data.n_classes, ov)
-    if cfg.feedback is not None and getattr(proc, "feedback_channel", None) is None:
-        from lightloop.benches.digital import attach_photon_feedback
+    from lightloop.training.run_folder import RunFolder, file_digest, unique_run_dir
 
-        attach_photon_feedback(proc, cfg.feedback, seed=settings.seed)
-    with proc:
-        trainer = Trainer(proc, method, optimizer, settings, out_dir=out,
-                          tag=f"{cfg.bench} / {dataset} / {gradient}")
-        result = trainer.fit(data, resume=args.resume)
+    config_path = Path(args.config or default_config_path())
+    # what a --resume must match (run.json); --epochs may differ: continuing to more epochs is what resume is for
+    fingerprint = {"config_sha256": file_digest(config_path), "dataset": dataset, "gradient": gradient,
+                   "gradient_options": options, "loss": settings.loss, "optimizer": args.optimizer or t.optimizer,
+                   "lr": lr, "batch_size": settings.batch_size, "seed": settings.seed, "init_scale": init_scale,
+                   **_effective_build(cfg, args, ideal)}
+    if args.resume and args.out is None:
+        raise ConfigError("--resume: expected --out naming the run folder to continue")
+    out = args.out or unique_run_dir("runs", "train")
+    # locked before any instrument is touched: a second run on this folder fails here, at once
+    with RunFolder(out, resume=args.resume, accept_change=getattr(args, "accept_change", False)) as run:
+        run.verify(fingerprint, info={"config": str(config_path.resolve()), "argv": sys.argv[1:]})
+        proc = build_processor(cfg, data.n_features, data.n_classes, ov)
+        with proc:   # from here on every ending leaves the bench in its safe state
+            if cfg.feedback is not None and getattr(proc, "feedback_channel", None) is None:
+                from lightloop.benches.digital import attach_photon_feedback
+
+                attach_photon_feedback(proc, cfg.feedback, seed=settings.seed)
+            trainer = Trainer(proc, method, optimizer, settings, run=run,
+                              tag=f"{cfg.bench} / {dataset} / {gradient}")
+            result = trainer.fit(data, resume=args.resume)
     summary = {
         "bench": cfg.bench, "dataset": dataset, "gradient": gradient, **result.summary(),
         "layer_sizes": list(proc.layer_sizes), "hidden": list(proc.layer_sizes[1:-1]),
@@ -125,6 +243,16 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
     }
     summary.update(getattr(proc, "summary_fields", lambda: {})())
     return summary
+
+
+def _effective_build(cfg: Any, args: argparse.Namespace, ideal: bool | None) -> dict[str, Any]:
+    """Hidden sizes, ideal/realistic and optical depth as the run uses them (a flag equal to the config is no change)."""
+    proc = cfg.processor
+    twin = getattr(proc, "twin", None)
+    hidden = args.hidden if args.hidden is not None else getattr(proc, "hidden", None)
+    return {"hidden": list(hidden) if hidden is not None else None,
+            "ideal": ideal if ideal is not None else getattr(twin, "ideal", None),
+            "optical_depth": args.optical_depth if args.optical_depth is not None else getattr(proc, "optical_depth", None)}
 
 
 def parse_key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
@@ -156,14 +284,14 @@ def parse_scalar(raw: str) -> bool | int | float | str:
 
 #: modules adding subcommands: each has register(subparsers) that calls set_defaults(handler=fn),
 #: fn(args) -> int exit code (errors raised as LightloopError are printed in one line by main)
-CLI_PLUGINS = ("lightloop.calibrate_cli", "lightloop.emulate_cli", "lightloop.sweep")
+CLI_PLUGINS = ("lightloop.calibrate_cli", "lightloop.emulate_cli", "lightloop.sweep", "lightloop.safe_cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     from lightloop.plugins import import_plugins
 
-    parser = argparse.ArgumentParser(prog="lightloop", description="Hardware-in-the-loop training of photonic networks.")
+    parser = _OneLineParser(prog="lightloop", description="Hardware-in-the-loop training of photonic networks.")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     import_plugins(CLI_PLUGINS)
@@ -172,24 +300,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         if mod is not None:
             mod.register(sub)
     args = parser.parse_args(argv)
+    from lightloop.shutdown import Terminated, handle_signals
+
     try:
-        if getattr(args, "handler", None) is not None:
-            return int(args.handler(args))
-        if args.command == "train":
-            summary = run_training(args)
-            if args.json:
-                print(json.dumps(summary))
-            else:
-                print(f"test accuracy {summary['test_accuracy']:.4f} (best {summary['best_test_accuracy']:.4f} "
-                      f"at epoch {summary['best_epoch']}), {summary['mean_epoch_seconds']:.2f} s/epoch; "
-                      f"run in {summary['out']}")
-        return 0
+        with handle_signals():   # SIGTERM/SIGHUP/SIGINT unwind through the safe-state code like any error
+            if getattr(args, "handler", None) is not None:
+                return int(args.handler(args))
+            if args.command == "train":
+                summary = run_training(args)
+                if args.json:
+                    print(json.dumps(summary))
+                else:
+                    print(f"test accuracy {summary['test_accuracy']:.4f} (best {summary['best_test_accuracy']:.4f} "
+                          f"at epoch {summary['best_epoch']}), {summary['mean_epoch_seconds']:.2f} s/epoch; "
+                          f"run in {summary['out']}")
+            return 0
     except LightloopError as exc:
         print(f"lightloop: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lightloop: interrupted; devices left in their safe state", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        print(f"lightloop: {exc}; devices left in their safe state", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # a bug, not bad input: one line, exit 1, the traceback kept in a file
+        import tempfile
+        import traceback
+
+        fd, tb_path = tempfile.mkstemp(prefix="lightloop-traceback-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(traceback.format_exc())
+        msg = " ".join(str(exc).split())[:300]
+        print(f"lightloop: internal error: {type(exc).__name__}: {msg} (please report; traceback in {tb_path})",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -8,6 +8,11 @@ once every port listens, then serves until Ctrl-C / SIGTERM (or ``--duration`` s
 ``--write-config`` it also writes a copy of the config whose addresses name the ports actually
 served and whose ``emulator.autostart`` is false, so that ``lightloop train --config <copy>`` in
 another process talks to this server.
+
+Fault rehearsal: ``--fault-rate P`` injects a fault into a fraction P of all transactions (split equally
+over drop, timeout, garbage, bad_reading and reboot), ``--faults drop=0.01,reboot=0.002`` sets kinds
+one by one (overriding their share of --fault-rate), ``--fault-seed N`` seeds them; without these flags
+the config's ``emulator.faults`` applies. The stop line on stderr counts the faults injected.
 """
 
 from __future__ import annotations
@@ -36,7 +41,51 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--write-config", type=Path, default=None, metavar="FILE",
                    help="write a copy of the config naming the served ports (emulator.autostart: false)")
     p.add_argument("--log", type=Path, default=None, metavar="FILE", help="write the received commands (JSON lines) on exit")
+    p.add_argument("--fault-rate", type=float, default=None, metavar="P",
+                   help="fault probability per transaction, split equally over the five kinds (0..1)")
+    p.add_argument("--faults", default=None, metavar="KIND=P,...",
+                   help="probability per transaction of each kind: drop, timeout, garbage, bad_reading, reboot")
+    p.add_argument("--fault-seed", type=int, default=None, metavar="N", help="seed of the random faults (>= 0)")
     p.set_defaults(handler=run_emulate)
+
+
+def _fault_plan(args: argparse.Namespace, cfg: Any) -> Any:
+    """The FaultPlan from the flags (over the config's emulator.faults); one-line ConfigError naming the flag."""
+    from lightloop.errors import ConfigError
+    from lightloop.simulators.wire.free_space import fault_plan
+    from lightloop.simulators.wire.server import FAULT_KINDS, FaultPlan
+
+    base = fault_plan(cfg, args.fault_seed)
+    if args.fault_rate is None and args.faults is None:
+        return base
+    rate = args.fault_rate
+    if rate is not None and not 0.0 <= rate <= 1.0:   # also refuses nan
+        raise ConfigError(f"--fault-rate: {rate}; expected a probability in [0, 1]")
+    kinds: dict[str, float] = {}
+    for item in (args.faults or "").split(","):
+        if not item.strip():
+            continue
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        try:
+            value = float(raw) if sep else float("nan")
+        except ValueError:
+            value = float("nan")
+        if key not in FAULT_KINDS:
+            raise ConfigError(f"--faults: unknown kind {key!r}; expected KIND=P with KIND one of {', '.join(FAULT_KINDS)}")
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"--faults: {item.strip()!r}; expected {key}=P with P a probability in [0, 1]")
+        kinds[key] = value
+    seed = args.fault_seed if args.fault_seed is not None else (base.seed if base is not None else 0)
+    if seed < 0:
+        raise ConfigError(f"--fault-seed: {seed}; expected an integer >= 0")
+    probs = base.probabilities if base is not None and rate is None else {k: (rate or 0.0) / len(FAULT_KINDS)
+                                                                          for k in FAULT_KINDS}
+    probs.update(kinds)
+    if sum(probs.values()) > 1.0 + 1e-12:
+        raise ConfigError(f"--faults/--fault-rate: probabilities sum to {sum(probs.values()):g}; expected at most 1 "
+                          "per transaction")
+    return FaultPlan(**probs, seed=seed, instruments=base.instruments if base is not None else None)
 
 
 def _sizes(args: argparse.Namespace, cfg: Any) -> tuple[int, ...]:
@@ -84,10 +133,13 @@ def run_emulate(args: argparse.Namespace) -> int:
     if all(s.driver == "twin" for s in cfg.instruments.values()):
         raise ConfigError(f"{args.config}: instruments: every instrument is a twin; expected drivers to serve")
     sizes = _sizes(args, cfg)
+    if args.fault_seed is not None and args.fault_seed < 0:
+        raise ConfigError(f"--fault-seed: {args.fault_seed}; expected an integer >= 0")
+    plan = _fault_plan(args, cfg)
     ideal = bool(args.ideal or cfg.processor.twin.ideal)
     emu = make_free_space_emulator(cfg.processor, sizes, ideal)
     try:
-        server = start_free_space_twin(cfg, sizes, emu)
+        server = start_free_space_twin(cfg, sizes, emu, faults=plan)
     except OSError as exc:
         raise ConfigError(f"{args.config}: instruments: {exc}; expected free ports (use port 0 for any)") from None
     stop = threading.Event()
@@ -100,7 +152,8 @@ def run_emulate(args: argparse.Namespace) -> int:
         if args.write_config is not None:
             _write_resolved(args.config, args.write_config, server.addresses, sizes)
         print(json.dumps({"emulate": cfg.bench, "layer_sizes": list(sizes), "addresses": server.addresses,
-                          "config": str(args.write_config) if args.write_config else None}), flush=True)
+                          "config": str(args.write_config) if args.write_config else None,
+                          "faults": None if plan is None else {**plan.probabilities, "seed": plan.seed}}), flush=True)
         deadline = None if args.duration is None else time.monotonic() + args.duration
         try:
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
@@ -115,6 +168,6 @@ def run_emulate(args: argparse.Namespace) -> int:
             with open(args.log, "w") as f:
                 for r in server.log.records:
                     f.write(json.dumps({"t": r.t, "instrument": r.instrument, "command": r.command}) + "\n")
-    print(json.dumps({"stopped": cfg.bench, "commands": server.log.count(), "violations": server.log.violations}),
-          file=sys.stderr, flush=True)
+    print(json.dumps({"stopped": cfg.bench, "commands": server.log.count(), "violations": server.log.violations,
+                      "faults": server.fault_counts()["total"]}), file=sys.stderr, flush=True)
     return 0

@@ -19,6 +19,10 @@ class CalibrationError(LightloopError):
     """A calibration file is missing, corrupt, stale or belongs to another bench."""
 
 
+class RunFolderError(LightloopError):
+    """A run folder is in use, holds another run, or its checkpoint or metrics log is unusable."""
+
+
 class SafetyLimitError(LightloopError):
     """A command would violate a configured safety limit; nothing was written."""
 

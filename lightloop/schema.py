@@ -8,18 +8,71 @@ station (``lightloop.station``); ``lightloop.config`` loads a file and asks the 
 
 from __future__ import annotations
 
+import difflib
+import math
+import re
+import types
+import typing
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
-__all__ = ["StrictModel", "TrainingDefaults", "LabConfig", "BuildOverrides", "FeedbackSettings", "validation_message"]
+__all__ = ["StrictModel", "TrainingDefaults", "LabConfig", "BuildOverrides", "FeedbackSettings", "validation_message",
+           "Finite", "Fraction", "Seed", "LayerSize", "SEED_MAX", "BenchName", "check_seed", "check_bench_name",
+           "LR_WARN", "INIT_SCALE_WARN", "warn_if_surely_a_mistake"]
+
+#: largest seed (numpy's legacy seeding and the twins' seeds take 32-bit unsigned integers)
+SEED_MAX = 2**32 - 1
+#: a learning rate above this is legal but surely a mistake (a clear warning)
+LR_WARN = 10.0
+#: an initial-weight std above this is legal but surely a mistake (a clear warning)
+INIT_SCALE_WARN = 10.0
+_BENCH_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+
+
+def check_seed(value: int) -> int:
+    """A seed in 0..SEED_MAX (ValueError otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
+        raise ValueError(f"expected a seed: an integer in 0..{SEED_MAX}, got {value!r}")
+    return value
+
+
+def check_bench_name(value: str) -> str:
+    """A bench name that is safe as one path component (ValueError otherwise)."""
+    if not _BENCH_NAME.match(value) or value in (".", ".."):
+        raise ValueError(f"expected a bench name of 1-100 letters, digits, '-', '_' or '.' (no path separators, "
+                         f"not starting with '.'), got {value!r}")
+    return value
+
+
+def _custom(fn: Any) -> Any:
+    def check(value: Any) -> Any:
+        try:
+            return fn(value)
+        except ValueError as exc:
+            raise PydanticCustomError("lightloop", str(exc)) from None
+    return check
+
+
+#: a finite float (every float of a StrictModel is finite anyway: allow_inf_nan=False)
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+#: a fraction in [0, 1]
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+#: a random seed in 0..SEED_MAX
+Seed = Annotated[int, Field(strict=True), AfterValidator(_custom(check_seed))]
+#: a layer size (neurons); the upper bound keeps one weight matrix below ~400 MB
+LayerSize = Annotated[int, Field(ge=1, le=10_000)]
+#: a bench name: it becomes a directory name in calibration stores and run folders
+BenchName = Annotated[str, Field(strict=True), AfterValidator(_custom(check_bench_name))]
 
 
 class StrictModel(BaseModel):
-    """Base for every config section: unknown keys are errors."""
+    """Base for every config section: unknown keys are errors; every float is finite."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class TrainingDefaults(StrictModel):
@@ -29,19 +82,19 @@ class TrainingDefaults(StrictModel):
     gradient: str = "pump_probe"
     loss: Literal["mse", "cross_entropy"] = "mse"
     optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(5e-3, gt=0)
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(32, ge=1)
-    init_scale: float = Field(0.1, gt=0)
-    seed: int = 0
+    lr: float = Field(5e-3, gt=0, le=1e3, description=f"learning rate; above {LR_WARN:g} a warning")
+    epochs: int = Field(10, ge=1, le=1_000_000)
+    batch_size: int = Field(32, ge=1, le=10_000_000)
+    init_scale: float = Field(0.1, gt=0, le=1e3, description=f"std of the initial weights; above {INIT_SCALE_WARN:g} a warning")
+    seed: Seed = 0
     gradient_options: dict[str, Any] = Field(default_factory=dict, description="keyword options of the gradient method")
 
 
 class LabConfig(StrictModel):
     """A bench: its processor (with devices or twins) and training defaults."""
 
-    bench: str
-    description: str = ""
+    bench: BenchName
+    description: str = Field("", max_length=10_000)
     processor: Any
     training: TrainingDefaults = TrainingDefaults()
     feedback: Any = None  # optional photon-counting feedback channel (FeedbackSettings)
@@ -68,8 +121,8 @@ class FeedbackSettings(StrictModel):
     calibrated: bool = True
     max_emission_probability: float = Field(1.0, ge=0, le=1)
     max_background_probability: float = Field(1.0, ge=0, le=1)
-    truth_seed: int = 11
-    noise_seed: int = 0
+    truth_seed: Seed = 11
+    noise_seed: Seed = 0
 
 
 @dataclass
@@ -82,12 +135,95 @@ class BuildOverrides:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def validation_message(source: str, exc: ValidationError, prefix: str = "") -> str:
+def _model_at(model: Any, loc: tuple[Any, ...]) -> Any:
+    """The StrictModel class holding the field at loc (None when loc leaves the typed models)."""
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        fld = getattr(model, "model_fields", {}).get(part)
+        if fld is None:
+            return None
+        model = _unwrap(fld.annotation)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _model_named(title: str) -> Any:
+    """The one StrictModel subclass called title (None when none or several are)."""
+    found, todo = [], list(StrictModel.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls.__name__ == title:
+            found.append(cls)
+    return found[0] if len(found) == 1 else None
+
+
+def _unwrap(tp: Any) -> Any:
+    """The model class inside Optional[...] / list[...] / dict[str, ...] / Annotated[...], else None."""
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType, list, dict, tuple, Annotated):
+        for a in args:
+            found = _unwrap(a)
+            if found is not None:
+                return found
+    return None
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_FIELD_FIRST = re.compile(r"^([A-Za-z_]\w*): (.*)$", re.S)
+_SHOULD = re.compile(r"^(\w+) should (be|have|match) (.*)$", re.S)
+
+
+def _expected(msg: str) -> str:
+    """Pydantic's 'Input should be X' -> 'expected X'; custom messages keep their own 'expected ...'."""
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    m = _SHOULD.match(msg)
+    if m:
+        noun, verb, rest = m.group(1).lower(), m.group(2), m.group(3)
+        if noun == "input":
+            return f"expected {rest}" if verb == "be" else f"expected a value that should {verb} {rest}"
+        return f"expected a {noun} " + {"be": "that is ", "have": "with ", "match": "matching "}[verb] + rest
+    if msg.lower() == "field required":
+        return "missing; expected a value for this required field"
+    return msg if "expected" in msg else f"{msg}; expected a valid value"
+
+
+def validation_message(source: str, exc: ValidationError, prefix: str = "", model: Any = None) -> str:
     """One line: file: field: what was expected (got what)."""
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
-    got = err.get("input")
-    got_s = "" if err["type"] in ("missing",) else f" (got {got!r})"
+    loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "") or "(top level)"
     if err["type"] == "extra_forbidden":
-        return f"{source}: {loc}: unknown key"
-    return f"{source}: {loc}: {err['msg']}{got_s}"
+        model = model if model is not None else _model_named(exc.title)
+        parent = _model_at(model, tuple(err["loc"][:-1])) if model is not None else None
+        if parent is None:
+            return f"{source}: {loc}: unknown key; expected only the keys this section documents"
+        keys = [k for k, f in parent.model_fields.items() if not f.exclude]
+        close = difflib.get_close_matches(str(err["loc"][-1]), keys, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"{source}: {loc}: unknown key{hint}; expected one of: {', '.join(keys)}"
+    text = " ".join(_expected(err["msg"]).split())
+    whole = isinstance(err.get("input"), (dict, list))
+    m = _FIELD_FIRST.match(text) if whole and err["type"] == "value_error" else None
+    if m:  # a section validator naming its field first: 'field: what; expected ...'
+        loc, text = f"{loc}.{m.group(1)}" if loc != "(top level)" else m.group(1), m.group(2)
+    if err["type"] in ("missing",) or "got " in text or whole:
+        return f"{source}: {loc}: {text}"
+    return f"{source}: {loc}: {text} (got {_short(err.get('input'))})"
+
+
+def warn_if_surely_a_mistake(source: str, lr: float | None = None, init_scale: float | None = None) -> None:
+    """One `lightloop: warning:` stderr line per legal value that is surely a mistake (lr, init_scale too large)."""
+    if lr is not None and math.isfinite(lr) and lr > LR_WARN:
+        print(f"lightloop: warning: {source}: lr {lr:g} is above {LR_WARN:g}; expected a learning rate of order "
+              "1e-3..1 (training will likely diverge)", file=sys.stderr)
+    if init_scale is not None and math.isfinite(init_scale) and init_scale > INIT_SCALE_WARN:
+        print(f"lightloop: warning: {source}: init_scale {init_scale:g} is above {INIT_SCALE_WARN:g}; expected a "
+              "std of the initial weights of order 0.01..1 (weights will clip)", file=sys.stderr)

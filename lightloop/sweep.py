@@ -44,7 +44,7 @@ __all__ = ["register", "run_sweep", "parse_grid", "run_point", "SweepSpec", "TRA
 def _hidden(raw: str) -> list[int]:
     parts = [p for p in re.split(r"[:x+ ]", raw.strip()) if p]
     vals = [int(p) for p in parts]
-    if not vals or any(v < 1 for v in vals):
+    if not vals or any(not 1 <= v <= 10_000 for v in vals):
         raise ValueError(raw)
     return vals
 
@@ -58,13 +58,6 @@ def _bool(raw: str) -> bool:
     raise ValueError(raw)
 
 
-def _pos_int(raw: str) -> int:
-    v = int(raw)
-    if v < 1:
-        raise ValueError(raw)
-    return v
-
-
 def _float(raw: str) -> float:
     v = float(raw)
     if not math.isfinite(v):
@@ -72,19 +65,36 @@ def _float(raw: str) -> float:
     return v
 
 
+def _ok(conv: Callable[[str], Any], pred: Callable[[Any], bool]) -> Callable[[str], Any]:
+    def parse(raw: str) -> Any:
+        v = conv(raw)
+        if not pred(v):
+            raise ValueError(raw)
+        return v
+    return parse
+
+
+def _names(kind: str) -> Any:
+    from lightloop.plugins import import_plugins
+    from lightloop.training import datasets, gradients
+
+    import_plugins(gradients.GRADIENT_PLUGINS)
+    return datasets.dataset_names() if kind == "dataset" else gradients.GRADIENT_METHODS
+
+
 #: training settings a sweep can set: name -> (parser, description of the expected value)
 TRAIN_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
-    "dataset": (str, "a dataset name"),
-    "gradient": (str, "a gradient method name"),
-    "optimizer": (str, "adam or sgd"),
-    "loss": (str, "mse or cross_entropy"),
-    "lr": (_float, "a number"),
-    "epochs": (_pos_int, "a positive integer"),
-    "batch_size": (_pos_int, "a positive integer"),
-    "init_scale": (_float, "a number"),
-    "seed": (int, "an integer"),
-    "hidden": (_hidden, "layer sizes such as 500 or 64:32"),
-    "optical_depth": (_float, "a number (a0 >= 0)"),
+    "dataset": (_ok(str, lambda v: v in _names("dataset")), "a dataset name (see lightloop train --help)"),
+    "gradient": (_ok(str, lambda v: v in _names("gradient")), "a gradient method name"),
+    "optimizer": (_ok(str, lambda v: v in ("adam", "sgd")), "adam or sgd"),
+    "loss": (_ok(str, lambda v: v in ("mse", "cross_entropy")), "mse or cross_entropy"),
+    "lr": (_ok(_float, lambda v: 0 < v <= 1e3), "a learning rate in (0, 1000]"),
+    "epochs": (_ok(int, lambda v: v >= 1), "a positive integer"),
+    "batch_size": (_ok(int, lambda v: v >= 1), "a positive integer"),
+    "init_scale": (_ok(_float, lambda v: 0 < v <= 1e3), "a std of the initial weights in (0, 1000]"),
+    "seed": (_ok(int, lambda v: 0 <= v <= 2**32 - 1), "a seed: an integer in 0..4294967295"),
+    "hidden": (_hidden, "layer sizes such as 500 or 64:32 (each 1..10000)"),
+    "optical_depth": (_ok(_float, lambda v: 0 <= v <= 1e6), "an optical depth a0 >= 0"),
     "ideal": (_bool, "true or false"),
 }
 ALIASES = {"a0": "optical_depth", "learning_rate": "lr", "batch": "batch_size"}
@@ -101,7 +111,7 @@ def _value(name: str, raw: str, flag: str) -> Any:
     from lightloop.cli import parse_scalar
 
     if raw.strip() == "":
-        raise ConfigError(f"{flag} {name}: empty value")
+        raise ConfigError(f"{flag} {name}: empty value; expected a value after '='")
     if name in TRAIN_KEYS:
         parse, what = TRAIN_KEYS[name]
         try:
@@ -120,10 +130,10 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
         if not sep or not name.isidentifier():
             raise ConfigError(f"--grid: expected PARAM=v1,v2,..., got {item!r}")
         if name in grid:
-            raise ConfigError(f"--grid {name}: given twice")
+            raise ConfigError(f"--grid {name}: given twice; expected each parameter once")
         values = [_value(name, v, "--grid") for v in raw.split(",")]
         if len(set(map(_fmt, values))) != len(values):
-            raise ConfigError(f"--grid {name}: repeated value in {raw!r}")
+            raise ConfigError(f"--grid {name}: repeated value in {raw!r}; expected distinct values")
         grid[name] = values
     if not grid:
         raise ConfigError("--grid: give at least one PARAM=v1,v2,...")
@@ -138,6 +148,8 @@ def parse_set(items: list[str]) -> dict[str, Any]:
         name = _canon(name)
         if not sep or not name.isidentifier():
             raise ConfigError(f"--set: expected KEY=VALUE, got {item!r}")
+        if name in fixed:
+            raise ConfigError(f"--set {name}: given twice; expected each setting once")
         fixed[name] = _value(name, raw, "--set")
     return fixed
 
@@ -173,7 +185,7 @@ class SweepSpec:
         self.cfg = load_config(self.config)
         overlap = sorted(set(grid) & set(fixed))
         if overlap:
-            raise ConfigError(f"--grid and --set both give {', '.join(overlap)}")
+            raise ConfigError(f"--grid and --set both give {', '.join(overlap)}; expected each parameter in one of them")
         if repeat < 1:
             raise ConfigError(f"--repeat: expected a positive integer, got {repeat}")
         self.grid, self.fixed, self.repeat = grid, fixed, repeat
@@ -197,13 +209,12 @@ class SweepSpec:
 
         train, opts = self.settings(point)
         gradient = train.get("gradient", self.cfg.training.gradient)
-        if train.get("optimizer", "adam") not in ("adam", "sgd"):
-            raise ConfigError(f"optimizer: expected adam or sgd, got {train['optimizer']!r}")
-        if train.get("loss", "mse") not in ("mse", "cross_entropy"):
-            raise ConfigError(f"loss: expected mse or cross_entropy, got {train['loss']!r}")
         base = self.cfg.training.gradient_options if gradient == self.cfg.training.gradient else {}
         try:
             make_gradient(gradient, **{**base, **opts})
+        except ConfigError as exc:  # a value the method refuses (its own message names the option)
+            raise ConfigError(f"--grid/--set {', '.join(sorted(opts)) or 'gradient'}: {exc}"
+                              + ("" if "expected" in str(exc) else "; expected a value the method accepts")) from None
         except TypeError:
             import inspect
 
@@ -211,9 +222,9 @@ class SweepSpec:
 
             params = [n for n in inspect.signature(GRADIENT_METHODS[gradient]).parameters if n != "self"]
             bad = sorted(k for k in opts if k not in params)
-            raise ConfigError(f"parameter(s) {', '.join(bad) or sorted(opts)}: neither a training setting "
-                              f"({', '.join(TRAIN_KEYS)}) nor an option of gradient '{gradient}' "
-                              f"(options: {', '.join(params) or 'none'})") from None
+            raise ConfigError(f"--grid/--set {', '.join(bad) or sorted(opts)}: neither a training setting "
+                              f"({', '.join(TRAIN_KEYS)}) nor an option of gradient '{gradient}'; expected one of "
+                              f"those (options: {', '.join(params) or 'none'})") from None
 
     def manifest(self) -> dict[str, Any]:
         """What must match for a resume: config content (parsed, so comments may change) and fixed settings."""
@@ -247,7 +258,8 @@ def _namespace(task: dict[str, Any]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="lightloop")
     sub = parser.add_subparsers(dest="command")
     _train_parser(sub)
-    argv = ["train", "--config", task["config"], "--out", task["out"], "--no-progress", "--resume"]
+    resume = ["--resume"] if Path(task["out"], "checkpoint.npz").exists() else []   # a new point starts fresh
+    argv = ["train", "--config", task["config"], "--out", task["out"], "--no-progress", *resume]
     if task["data_dir"]:
         argv += ["--data-dir", task["data_dir"]]
     args = parser.parse_args(argv)
@@ -470,18 +482,19 @@ def _executor(scheduler: str | None, workers: int) -> tuple[Any, Any]:
     return Client(cluster), cluster
 
 
-def _raise_on_sigterm() -> Any:
-    """Turn SIGTERM (batch schedulers, kill) into KeyboardInterrupt so the cluster shuts down; returns the old handler."""
-    import signal
-    import threading
+def _secure_after_abort(spec: SweepSpec, log: Callable[[str], None]) -> None:
+    """After an aborted Dask sweep: workers killed mid-task never ran their safe state, so secure the bench here."""
+    from lightloop.safe_cli import secure_config
+    from lightloop.shutdown import shielded
 
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    return signal.signal(signal.SIGTERM, handler)
+    if not any(s.driver != "twin" for s in (spec.cfg.instruments or {}).values()):
+        return
+    with shielded():
+        report = secure_config(spec.cfg)
+    bad = {n: r for n, r in report.items() if r["state"] in ("failed", "unknown")}
+    for name, r in bad.items():
+        log(f"lightloop sweep: instruments.{name}: NOT made safe after the abort ({r['detail']}); "
+            f"run `lightloop safe --config {spec.config}`")
 
 
 def run_sweep(spec: SweepSpec, *, scheduler: str | None = None, workers: int | None = None,
@@ -503,7 +516,6 @@ def run_sweep(spec: SweepSpec, *, scheduler: str | None = None, workers: int | N
         n_workers = workers or min(len(tasks), os.cpu_count() or 1)
         client, cluster = _executor(scheduler, n_workers)
         bar = tqdm(total=len(tasks), desc="sweep", unit="run", disable=not progress, file=sys.stderr)
-        old_term = _raise_on_sigterm()
         try:
             if client is None:
                 results = (run_point(t) for t in tasks)
@@ -529,10 +541,8 @@ def run_sweep(spec: SweepSpec, *, scheduler: str | None = None, workers: int | N
                 client.close()
             if cluster is not None:
                 cluster.close()
-            if old_term is not None:
-                import signal
-
-                signal.signal(signal.SIGTERM, old_term)
+            if client is not None and sys.exc_info()[1] is not None:
+                _secure_after_abort(spec, log)
     summary = summarise(rows, spec.grid, metric)
     report: dict[str, Any] = {"results": str(path), "runs": len(rows), "failed": failed, "metric": metric}
     if not summary.empty:

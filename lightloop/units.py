@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator
 from pydantic_core import PydanticCustomError
 
-__all__ = ["UNITS", "parse_quantity", "expectation", "quantity", "Temperature", "TemperatureDelta", "Voltage", "Current", "Power", "SlopeEfficiency", "Seconds"]
+__all__ = ["UNITS", "BOUNDS", "parse_quantity", "expectation", "quantity", "Temperature", "TemperatureDelta", "Voltage", "Current", "Power", "SlopeEfficiency", "Seconds"]
 
 
 #: dimension -> (base unit, {unit: (scale, offset)}): base = value * scale + offset
@@ -31,7 +31,23 @@ UNITS: dict[str, tuple[str, dict[str, tuple[float, float]]]] = {
 _NUMBER = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S.*?)?\s*$")
 
 
+#: dimension -> (lowest, lowest allowed itself, highest, why): physically sane range in the base unit
+BOUNDS: dict[str, tuple[float, bool, float, str]] = {
+    "temperature": (0.0, False, 1e4, "above absolute zero"),
+    "temperature_delta": (-1e4, True, 1e4, "a difference of at most 10000 K"),
+    "temperature_rate": (0.0, True, 1e6, "a rate cannot be negative"),
+    "voltage": (-1e5, True, 1e5, "at most 100 kV in magnitude"),
+    "voltage_rate": (0.0, True, 1e9, "a rate cannot be negative"),
+    "current": (-1e3, True, 1e3, "at most 1000 A in magnitude"),
+    "current_rate": (0.0, True, 1e6, "a rate cannot be negative"),
+    "power": (0.0, True, 1e6, "an optical power cannot be negative"),
+    "slope_efficiency": (0.0, True, 1e3, "a slope efficiency cannot be negative"),
+    "time": (0.0, True, 86400.0, "a duration cannot be negative; every wait is bounded by one day"),
+}
+
+
 def expectation(dimension: str) -> str:
+    """'expected a <dimension>: a number in <base unit> or a string with one of the units ...'."""
     base, units = UNITS[dimension]
     return (f"expected a {dimension.replace('_', ' ')}: a number in {base} or a string with one of the units "
             f"{', '.join(units)}")
@@ -55,11 +71,17 @@ def parse_quantity(value: Any, dimension: str) -> float:
     else:
         raise ValueError(expectation(dimension))
     if not math.isfinite(v):
-        raise ValueError(expectation(dimension))
+        raise ValueError(expectation(dimension) + f" (got {value!r}, not a finite number)")
+    lo, lo_ok, hi, why = BOUNDS[dimension]
+    if v < lo or (v == lo and not lo_ok) or v > hi:
+        base = UNITS[dimension][0]
+        raise ValueError(f"expected a {dimension.replace('_', ' ')} {'>=' if lo_ok else '>'} {lo:g} {base} and <= "
+                         f"{hi:g} {base} ({why}), got {value!r}")
     return v
 
 
 def quantity(dimension: str) -> Any:
+    """Pydantic float type of one dimension: a number in the base unit or a 'number unit' string."""
     def convert(value: Any) -> float:
         try:
             return parse_quantity(value, dimension)

@@ -2,7 +2,7 @@
 
 * layers import one way: training -> hal <- simulators, hal <- drivers, calibration -> hal; the station
   (the instrument wing) sits on hal + drivers and is imported only by the bench builders and the commands;
-* the ground floor (errors, units, addresses, schema, atomic_io, plugins) imports nothing above it;
+* the ground floor (errors, units, addresses, schema, atomic_io, plugins, shutdown) imports nothing above it;
 * only the command-line modules and the bench builder import ``lightloop.config``;
 * no import circles (imports inside functions count), no module over 600 lines;
 * importing the station, or loading a real-instrument config, loads no simulator code (checked in a
@@ -33,9 +33,10 @@ FORBIDDEN = {
     "station": {"simulators", "training", "calibration", "benches", "config", "bench"},
 }
 #: ground-floor modules: shared contracts that every layer may import; they import only each other
-GROUND = {"errors", "units", "addresses", "schema", "atomic_io", "plugins"}
+GROUND = {"errors", "units", "addresses", "schema", "atomic_io", "plugins", "shutdown"}
 #: modules allowed to import lightloop.config: the commands and the bench builder
-CONFIG_USERS = {"lightloop.cli", "lightloop.calibrate_cli", "lightloop.emulate_cli", "lightloop.sweep", "lightloop.bench"}
+CONFIG_USERS = {"lightloop.cli", "lightloop.calibrate_cli", "lightloop.emulate_cli", "lightloop.sweep", "lightloop.bench",
+                "lightloop.safe_cli"}
 MAX_LINES = 600
 
 
@@ -104,7 +105,7 @@ def test_only_commands_and_the_bench_builder_import_config():
 
 
 def test_no_lower_layer_imports_the_station():
-    allowed = {"station", "benches", "bench", "cli", "calibrate_cli", "emulate_cli", "sweep"}
+    allowed = {"station", "benches", "bench", "cli", "calibrate_cli", "emulate_cli", "sweep", "safe_cli"}
     bad = {mod for mod, deps in _graph().items()
            if _layer(mod) not in allowed and any(_layer(d) == "station" for d in deps)}
     assert not bad, f"lower layers importing lightloop.station: {sorted(bad)}"
@@ -247,4 +248,26 @@ def test_building_a_real_instrument_bench_loads_no_simulator_code(tmp_path):
         "except LightloopError as exc:\n"
         "    assert 'instruments.' in str(exc), exc\n")
     assert "lightloop.station._station" in loaded and "lightloop.benches.free_space" in loaded
+    assert not [m for m in loaded if m.startswith("lightloop.simulators")]
+
+
+def test_lightloop_safe_on_a_real_instrument_config_loads_no_simulator_code(tmp_path):
+    """`lightloop safe` (the kill -9 recovery) reaches the instruments through the drivers alone."""
+    import yaml
+
+    data = yaml.safe_load((REPO / "lab_configs" / "real_free_space.yaml").read_text())
+    for spec in data["instruments"].values():
+        if spec["driver"] == "slm":
+            spec["address"] = "127.0.0.1:1"
+        elif spec["driver"] == "qontrol_heater":
+            spec["address"] = "socket://127.0.0.1:1"
+        elif spec["driver"] != "dmd":
+            spec["address"], spec["visalib"], spec["timeout"] = "TCPIP::127.0.0.1::1::SOCKET", "@py", "0.5 s"
+    cfg = tmp_path / "real_closed.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    loaded = _fresh_modules(
+        "from lightloop.cli import main\n"
+        f"rc = main(['safe', '--config', {str(cfg)!r}, '--timeout', '0.5'])\n"
+        "assert rc == 1, rc\n")
+    assert "lightloop.safe_cli" in loaded and "lightloop.station._safe" in loaded
     assert not [m for m in loaded if m.startswith("lightloop.simulators")]

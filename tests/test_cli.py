@@ -57,7 +57,7 @@ def test_negative_optical_depth():
 
 
 def test_unknown_gradient():
-    assert_one_line_error(run("train", "--gradient", "telepathy"), "unknown gradient method 'telepathy'")
+    assert_one_line_error(run("train", "--gradient", "telepathy"), "--gradient", "unknown gradient 'telepathy'; expected one of")
 
 
 def test_unknown_config_key(tmp_path):

@@ -127,7 +127,7 @@ BAD = [
     (_set(["instruments", "spare", ], {"driver": "power_meter", "address": "TCPIP::127.0.0.1::0::SOCKET",
                                         "visalib": "@py"}), "instruments.spare: not used by any role"),
     (_set(["emulator", "host"], "0.0.0.0"), "emulator.host: expected 127.0.0.1"),
-    (_set(["emulator", "sequence_length"], 4), "emulator.sequence_length: Input should be greater than or equal to 16"),
+    (_set(["emulator", "sequence_length"], 4), "emulator.sequence_length: expected greater than or equal to 16"),
     (_set(["instruments", "scope", "address"], "TCPIP::10.0.0.5::5025::SOCKET"),
      "instruments.scope.address: host '10.0.0.5': the wire twin serves 127.0.0.1 only"),
     (_set(["instruments", "scope", "address"], "GPIB::7::INSTR"),
@@ -137,7 +137,26 @@ BAD = [
     (_set(["instruments", "cell1_tc", "driver"], "twin"),
      "instruments.cell1_tc.address: a 'twin' instrument is served in process"),
     (_set(["roles", "weights", 0, "instrument"], "scope"), "roles.weights[0].instrument: 'scope' is a digitizer; expected a dmd or slm"),
-    (_set(["instruments", "laser", "reconnect"], {"attempts": 100}), "instruments.laser.reconnect.attempts: Input should be less than or equal to 20"),
+    # issue 11 defect 3: driver ranges come from the driver class; init/parameters may only narrow them
+    (_set(["instruments", "amplifiers", "init", "v_max"], 1000),
+     "instruments.amplifiers.init.v_max: 1000 widens or breaks the driver's hardware range; expected a value in (0, 20]"),
+    (_set(["instruments", "laser", "init"], {"i_max": 0.9}),
+     "instruments.laser.init.i_max: 0.9 widens or breaks the driver's hardware range; expected a value in (0, 0.5]"),
+    (_set(["instruments", "cell1_tc", "init"], {"temperature_range": [273.15, 600]}),
+     "instruments.cell1_tc.init.temperature_range: [273.15, 600] widens or breaks the driver's hardware range; "
+     "expected [low, high] inside the driver's own range [273.15, 473.15]"),
+    (_set(["instruments", "cell1_tc", "init"], {"max_ramp_rate": 100}), "instruments.cell1_tc.init.max_ramp_rate: 100 widens"),
+    (_set(["instruments", "amplifiers", "init", "i_max"], "lots"), "instruments.amplifiers.init.i_max: 'lots' widens or breaks"),
+    (_set(["instruments", "cell1_tc", "parameters"], {"temperature_limit": 460}),
+     "instruments.cell1_tc.parameters.temperature_limit: the HAL owns outputs, set-points, ramps and protection limits"),
+    (_set(["instruments", "amplifiers", "parameters"], {"ch1.current_limit": 0.1}),
+     "instruments.amplifiers.parameters.ch1.current_limit: the HAL owns"),
+    (_set(["instruments", "laser", "parameters"], {"output": True}), "instruments.laser.parameters.output: the HAL owns"),
+    # issue 11 defect 2: a ramp rate must be > 0
+    (_set(["instruments", "laser", "limits", "current_ramp"], "0 mA/s"),
+     "instruments.laser.limits.current_ramp: ramp rate 0 A/s; expected a rate > 0 A/s"),
+    (_set(["instruments", "laser", "ramp_interval"], "0 s"), "instruments.laser.ramp_interval: 0 s; expected a software ramp"),
+    (_set(["instruments", "laser", "reconnect"], {"attempts": 100}), "instruments.laser.reconnect.attempts: expected less than or equal to 20"),
 ]
 
 
@@ -174,3 +193,30 @@ def test_cli_reports_a_bad_station_in_one_line(tmp_path):
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("lightloop: error: ")
     assert f"{path}: instruments.cell1_tc.limits.temperature: limit [273.15, 600] K widens" in lines[0]
+
+
+def test_init_narrowing_is_allowed_and_bounds_the_limits(tmp_path):
+    """A narrower init range is the hardware range the limits are checked against (issue 11 defect 3)."""
+    def narrow(d):
+        d["instruments"]["amplifiers"]["init"]["v_max"] = 10.0
+        d["instruments"]["amplifiers"]["limits"]["voltage"] = ["0 V", "5 V"]
+    cfg = wire_config(tmp_path, narrow)
+    assert cfg.instruments["amplifiers"].hardware("v_max") == 10.0
+
+    def widen_by_limit(d):
+        d["instruments"]["amplifiers"]["init"]["v_max"] = 4.0
+    with pytest.raises(ConfigError, match=r"instruments.amplifiers.limits.voltage: limit \[0, 5\] V widens the driver's own "
+                                          r"range \[-4, 4\] V"):
+        wire_config(tmp_path, widen_by_limit)
+
+
+def test_unconfigured_software_ramps_get_the_drivers_conservative_default(tmp_path):
+    from lightloop.station._instruments import DEFAULT_RAMPS
+    from lightloop.station.free_space import ramp_policy
+
+    def drop(d):
+        del d["instruments"]["laser"]["limits"]["current_ramp"]
+        del d["instruments"]["amplifiers"]["limits"]["voltage_ramp"]
+    cfg = wire_config(tmp_path, drop)
+    for name, driver, key in (("laser", "laser_controller", "current_ramp"), ("amplifiers", "scpi_source", "voltage_ramp")):
+        assert ramp_policy(cfg.instruments[name], key).max_rate == DEFAULT_RAMPS[driver][key] < float("inf")

@@ -1,158 +1,194 @@
-"""Property test: random command sequences through the HAL safety layer, against the wire-level twin, never put
-an out-of-limit value on the wire - checked on the server's own command log (and its limit monitor)."""
+"""The HAL safety layer against the wire-level twin, checked on the server's own command log and its monitors.
+
+A property test (random command sequences, shared with benchmarks/safety_property.py) and one regression
+test per defect 2-6 of issue 11: zero ramps, limits widened through `init`, ramps from a cached value,
+reconnects that skip the safety state, lost set-point writes.
+"""
 
 from __future__ import annotations
 
 import os
-import re
+import sys
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from lightloop.station import Link, TransactionStats
-from lightloop.station.adapters.laser_controller import LaserControllerDevice
-from lightloop.station.adapters.qontrol_heater import QontrolHeaterDevice
-from lightloop.station.adapters.scpi_source import ScpiSourceDevice
-from lightloop.station.adapters.temperature_controller import TemperatureControllerDevice
-from lightloop.drivers.laser_controller import LaserDiodeController
-from lightloop.drivers.qontrol_heater import QontrolHeater
-from lightloop.drivers.scpi_source import ScpiSource
-from lightloop.drivers.temperature_controller import TemperatureController
-from lightloop.errors import SafetyLimitError
-from lightloop.hal.safety import LinearLaserModel, RampPolicy, Range, SafeLaser, SafeTemperatureControl, SafeVoltageBank
-from lightloop.simulators.wire.laser_controller import LaserControllerTwin
-from lightloop.simulators.wire.qontrol_heater import QontrolTwin
-from lightloop.simulators.wire.scpi_source import ScpiSourceTwin
-from lightloop.simulators.wire.temperature_controller import TemperatureControllerTwin
-from lightloop.simulators.wire.server import WireTwinServer
+from lightloop.errors import ConfigError, InstrumentError
 
-T_LIM = (280.0, 400.0)            # K
-RAMP_K_MIN = 10.0                 # K/min
-I_LIM, P_LIM = 0.2, 0.05          # A, W  (with th 30 mA, 0.4 W/A: 155 mA)
-I_STEP = 5.0 * 0.002              # A/s * interval
-V_LIM, V_STEP = (0.0, 5.0), 250.0 * 0.002
-H_LIM, H_STEP = (0.0, 9.0), 500.0 * 0.002
+from conftest import REPO
+from test_wire_kit import wire_config
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import _safety_sequences as seq  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def bench():
-    twins = [
-        TemperatureControllerTwin("tc", time_scale=1e5, envelope=T_LIM, max_ramp_envelope=RAMP_K_MIN),
-        LaserControllerTwin("laser", 0.03, 0.4, max_current_envelope=I_LIM, max_step_envelope=I_STEP),
-        ScpiSourceTwin("source", 2, envelope=V_LIM, max_step_envelope=V_STEP),
-        QontrolTwin("heaters", 4, vmax=12.0, envelope=H_LIM, max_step_envelope=H_STEP),
-    ]
-    server = WireTwinServer(twins).start()
-    stats = TransactionStats()
-    visa = lambda n: f"TCPIP::127.0.0.1::{server.port(n)}::SOCKET"  # noqa: E731
-    pid = os.getpid()
-    links = {
-        "tc": Link("tc", "temperature controller", lambda: TemperatureController(f"tc_{pid}", visa("tc"), visalib="@py"), stats).open(),
-        "laser": Link("laser", "laser controller", lambda: LaserDiodeController(f"laser_{pid}", visa("laser"), visalib="@py"), stats).open(),
-        "source": Link("source", "SCPI source", lambda: ScpiSource(f"src_{pid}", visa("source"), visalib="@py", n_channels=2), stats).open(),
-        "heaters": Link("heaters", "Qontrol heater", lambda: QontrolHeater(
-            f"heat_{pid}", f"socket://127.0.0.1:{server.port('heaters')}"), stats).open(),
-    }
-    nosleep = lambda s: None  # noqa: E731  (the twin clock is fast; ramps still step)
-    tc_dev = TemperatureControllerDevice(links["tc"], Range(*T_LIM, "K"), RAMP_K_MIN)
-    laser_dev = LaserControllerDevice(links["laser"], Range(0, I_LIM, "A"))
-    src_dev = ScpiSourceDevice(links["source"])
-    src_dev.enable([0, 1])
-    heat_dev = QontrolHeaterDevice(links["heaters"], Range(*H_LIM, "V"))
-    hal = {
-        "tc": SafeTemperatureControl(tc_dev, tc_dev.limits, RAMP_K_MIN, settle_tolerance_k=0.01, settle_timeout_s=5.0,
-                                     poll_s=0.001),
-        "laser": SafeLaser(laser_dev, laser_dev.current_limit, LinearLaserModel(0.03, 0.4), P_LIM, RampPolicy(5.0, 0.002),
-                           sleep=nosleep),
-        "source": SafeVoltageBank(src_dev, Range(*V_LIM, "V"), RampPolicy(250.0, 0.002), sleep=nosleep),
-        "heaters": SafeVoltageBank(heat_dev, Range(*H_LIM, "V"), RampPolicy(500.0, 0.002), sleep=nosleep),
-    }
-    yield server, hal, links
-    for lk in links.values():
-        lk.close()
-    server.stop()
+    b = seq.make_bench("w", visa_timeout=1.0)
+    yield b
+    b.close()
 
 
-volts = st.floats(-3.0, 14.0) | st.just(float("nan"))
-COMMANDS = st.one_of(
-    st.tuples(st.just("temperature"), st.floats(250.0, 450.0) | st.just(float("nan"))),
-    st.tuples(st.just("laser_on"), st.floats(-0.1, 0.4)),
-    st.tuples(st.just("laser_current"), st.floats(-0.1, 0.4)),
-    st.tuples(st.just("laser_off"), st.none()),
-    st.tuples(st.just("source"), st.lists(volts, min_size=2, max_size=2)),
-    st.tuples(st.just("heaters"), st.lists(volts, min_size=4, max_size=4)),
-    st.tuples(st.just("heater_channel"), st.tuples(st.integers(0, 3), volts)),
-    st.tuples(st.just("safe"), st.none()),
-)
-_NUM = r"([-+0-9.eE]+|nan|inf)"
+@pytest.fixture
+def fresh(bench):
+    """The bench in its safe state with an empty log (pending drops of the property test are used up here)."""
+    bench.twins["tc"].lose_setpoints = bench.twins["laser"].lose_writes = 0
+    for key in ("laser", "tc", "source", "heaters"):
+        bench.hal[key].safe_state()
+    for endpoint in bench.server.endpoints.values():
+        endpoint.faults.drop_after = None
+    bench.server.log.clear()
+    return bench
 
 
-def run(hal, cmd, arg):
-    if cmd == "temperature":
-        hal["tc"].set_temperature(arg)
-    elif cmd == "laser_on":
-        hal["laser"].on(arg)
-    elif cmd == "laser_current":
-        hal["laser"].set_current(arg)
-    elif cmd == "laser_off":
-        hal["laser"].off()
-    elif cmd == "source":
-        hal["source"].set_voltages(arg)
-    elif cmd == "heaters":
-        hal["heaters"].set_voltages(arg)
-    elif cmd == "heater_channel":
-        hal["heaters"].set_channels({arg[0]: arg[1]})
-    else:
-        for key in ("laser", "tc", "source", "heaters"):
-            hal[key].safe_state()
+def assert_clean(b):
+    report = seq.audit(b)
+    assert report["out_of_limit"] == [] and report["unramped"] == [], report
 
 
-def wire_values(server, instrument, pattern):
-    out = []
-    for line in server.log.commands(instrument):
-        for m in re.finditer(pattern, line):
-            out.append(m.groups())
-    return out
-
-
-@settings(max_examples=int(os.environ.get("LIGHTLOOP_SAFETY_EXAMPLES", "30")), deadline=None,
+@settings(max_examples=int(os.environ.get("LIGHTLOOP_SAFETY_EXAMPLES", "40")), deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(st.lists(COMMANDS, min_size=1, max_size=8))
-def test_no_out_of_limit_value_reaches_the_wire(bench, commands):
-    server, hal, _ = bench
-    server.log.clear()
+@given(seq.SEQUENCES)
+def test_no_unsafe_command_reaches_the_wire(bench, commands):
+    bench.server.log.clear()
     for cmd, arg in commands:
-        before = server.log.count()
-        try:
-            run(hal, cmd, arg)
-        except SafetyLimitError:
-            assert server.log.count() == before, f"{cmd}({arg}) was refused but still wrote to the wire"
-    assert server.log.violations == [], server.log.violations
-    for (v,) in wire_values(server, "tc", r"^SOUR:TEMP " + _NUM + "$"):
-        assert T_LIM[0] <= float(v) <= T_LIM[1]
-    for (v,) in wire_values(server, "tc", r"^SOUR:TEMP:RAMP:RATE " + _NUM + "$"):
-        assert float(v) <= RAMP_K_MIN
-    for (v,) in wire_values(server, "laser", r"^SOUR:CURR " + _NUM + "$"):
-        assert 0.0 <= float(v) <= 0.03 + P_LIM / 0.4 + 1e-9
-    for (vals,) in wire_values(server, "source", r"^:SOUR:VOLT ([^(]*),\("):
-        assert all(V_LIM[0] <= float(x) <= V_LIM[1] for x in vals.split(",") if x)
-    for _, v in wire_values(server, "heaters", r"^V(\d+)=" + _NUM + "$"):
-        assert H_LIM[0] <= float(v) <= H_LIM[1]
+        seq.run(bench, cmd, arg)
+    assert_clean(bench)
 
 
-def test_the_monitor_catches_what_bypasses_the_hal(bench):
-    server, hal, links = bench
-    hal["tc"].safe_state()
-    hal["laser"].off()
-    n = len(server.log.violations)
+def test_the_monitor_catches_what_bypasses_the_hal(fresh):
+    links = fresh.links
     links["tc"].driver.write("SOUR:TEMP 450")                # a raw command that skips every check
-    links["tc"].driver.ask("*OPC?")                          # round trip: the write above was handled
+    links["laser"].driver.write("OUTP ON")
+    links["laser"].driver.write("SOUR:CURR 0.05")             # an unramped step while emitting
     links["laser"].driver.write("SOUR:CURR 0.3")
-    links["laser"].driver.ask("*OPC?")
-    assert len(server.log.violations) == n + 2
-    assert "set-point 450.0 K outside the configured limit" in server.log.violations[-2]
-    assert "current 0.3 A above the configured limit" in server.log.violations[-1]
-    server.log.violations.clear()
-    links["laser"].driver.write("SOUR:CURR 0")
-    hal["laser"].off()
+    links["laser"].driver.ask("*OPC?")                        # round trip: the writes above were handled
+    links["tc"].driver.ask("*OPC?")
+    report = seq.audit(fresh)
+    assert any("set-point 450.0 K outside the configured limit" in v for v in report["out_of_limit"])
+    assert any("current 0.3 A above the configured limit" in v for v in report["out_of_limit"])
+    assert any("current step 0.0 -> 0.05 A exceeds the ramp step" in v for v in report["unramped"])
+    fresh.twins["laser"].front_panel(current=0.0, output=False)
+    fresh.twins["tc"].front_panel(setpoint=293.15)
+
+
+# --- defect 2: a zero ramp is a config error; an unconfigured ramp is a conservative default ---------------
+@pytest.mark.parametrize("instrument, key, value, unit", [("laser", "current_ramp", "0 A/s", "A/s"),
+                                                          ("amplifiers", "voltage_ramp", "0 V/s", "V/s"),
+                                                          ("cell1_tc", "ramp_rate", "0 K/min", "K/min")])
+def test_zero_ramp_is_a_config_error(tmp_path, instrument, key, value, unit):
+    def mutate(d):
+        d["instruments"][instrument]["limits"][key] = value
+    with pytest.raises(ConfigError) as info:
+        wire_config(tmp_path, mutate)
+    text = str(info.value)
+    assert text.startswith(str(tmp_path / "wire.yaml")) and "\n" not in text
+    assert f"instruments.{instrument}.limits.{key}: ramp rate 0 {unit}; expected a rate > 0 {unit}" in text
+
+
+def test_unconfigured_ramps_ramp_the_laser_on_the_wire(tmp_path):
+    from lightloop.bench import BuildOverrides, build_processor
+    from lightloop.station._instruments import DEFAULT_RAMPS
+
+    def mutate(d):
+        del d["instruments"]["laser"]["limits"]["current_ramp"]
+        del d["instruments"]["amplifiers"]["limits"]["voltage_ramp"]
+    cfg = wire_config(tmp_path, mutate)
+    assert cfg.instruments["laser"].limit("current_ramp").high == DEFAULT_RAMPS["laser_controller"]["current_ramp"]
+    proc = build_processor(cfg, 64, 10, BuildOverrides(hidden=[8]))
+    try:
+        server = proc.station.server
+        currents = [float(c.split(";")[0].split()[1]) for c in server.log.commands("laser") if c.startswith("SOUR:CURR ")]
+        step = 0.5 * cfg.instruments["laser"].ramp_interval          # default 0.5 A/s x 20 ms = 10 mA
+        assert max(currents) == pytest.approx(0.12) and len(currents) >= 12   # 120 mA in ramp steps, not one write
+        assert all(abs(b - a) <= step * (1 + 1e-6) for a, b in zip(currents, currents[1:]))
+        assert server.log.violations == []
+    finally:
+        proc.close()
+
+
+# --- defect 4: every ramp starts from a fresh read-back ---------------------------------------------------
+def test_outputs_moved_behind_the_hals_back_are_ramped_from_where_they_are(fresh):
+    hal, tw, server = fresh.hal, fresh.twins, fresh.server
+    hal["source"].set_channels({0: 4.5})
+    tw["source"].front_panel(1, volts=0.0)                   # e.g. a reset: 4.5 V -> 0 V behind the HAL's back
+    server.log.clear()
+    hal["source"].set_channels({0: 4.5})                     # the old cache believed 4.5 V: one jump 0 -> 4.5 V
+    writes = [c for c in server.log.commands("source") if c.startswith(":SOUR:VOLT ")]
+    assert server.log.commands("source")[0].startswith(":SOUR:VOLT? ") and len(writes) == 9   # 0.5 V steps
+    hal["heaters"].set_channels({2: 8.0})
+    tw["heaters"].front_panel(2, 0.5)
+    hal["heaters"].set_channels({2: 8.0})
+    hal["laser"].on(0.1)
+    tw["laser"].front_panel(current=0.02)
+    hal["laser"].set_current(0.1)
+    assert tw["source"].volts[0] == 4.5 and tw["heaters"].volts[2] == 8.0 and tw["laser"].current == pytest.approx(0.1)
+    tw["source"].front_panel(1, volts=7.0)                   # outside our 5 V limit: never ramped through
+    with pytest.raises(InstrumentError, match="not 2 numbers inside the limits"):
+        hal["source"].set_channels({0: 1.0})
+    assert tw["source"].volts.tolist() == [0.0, 0.0]
+    assert_clean(fresh)
+
+
+# --- defect 5: after a reconnect the safety state is re-established before any output command --------------
+def _after(commands, marker):
+    return commands[max(i for i, c in enumerate(commands) if c == marker) + 1:] if marker in commands else commands
+
+
+def test_reboot_of_each_instrument_is_repaired_before_any_output_command(fresh):
+    hal, tw, server = fresh.hal, fresh.twins, fresh.server
+    hal["laser"].on(0.12)
+    hal["tc"].set_temperature(330.0)
+    hal["source"].set_voltages([2.0, 3.0])
+    hal["heaters"].set_voltages([1.0, 2.0, 3.0, 4.0])
+    for name in seq.NAMES:
+        tw[name].reboot()
+    server.disconnect("laser")                               # a reset link: the next command reconnects
+    for name in ("tc", "source", "heaters"):
+        server.drop(name, after=1)                           # ... or the next command is lost with the link
+    server.log.clear()
+    hal["laser"].set_current(0.1)
+    hal["tc"].set_temperature(335.0)
+    hal["source"].set_channels({0: 2.5})
+    hal["heaters"].set_channels({0: 1.5})
+    assert_clean(fresh)
+    laser = server.log.commands("laser")
+    on = laser.index("OUTP ON")
+    assert "SOUR:CURR:LIM 0.2" in laser[:on] and laser[on - 1] == "SOUR:CURR 0;SOUR:CURR?"   # limit, dark turn-on
+    assert tw["laser"].output and tw["laser"].current == pytest.approx(0.1) and tw["laser"].limit <= seq.I_LIM
+    tc = _after(server.log.commands("tc"), "SOUR:TEMP:RAMP:STAT ON")
+    assert tw["tc"].ramp_on and tw["tc"].limit <= seq.T_LIM[1] and "OUTP ON" in tc
+    first_output = min(i for i, c in enumerate(server.log.commands("tc")) if c == "OUTP ON" or c.startswith("SOUR:TEMP "))
+    assert first_output > server.log.commands("tc").index("SOUR:TEMP:RAMP:STAT ON")
+    assert tw["tc"].output and tw["tc"].setpoint == 335.0
+    assert tw["source"].outputs.all() and tw["source"].ilim.max() <= 0.005 and tw["source"].volts.tolist() == [2.5, 3.0]
+    assert tw["heaters"].vmax.max() <= seq.H_LIM[1] and tw["heaters"].volts.tolist() == [1.5, 2.0, 3.0, 4.0]
+
+
+# --- defect 6: set-point writes are verified; a lost write is re-sent, never waited for ---------------------
+def test_lost_set_point_writes_are_noticed_retried_and_bounded(fresh):
+    hal, tw, server = fresh.hal, fresh.twins, fresh.server
+    hal["tc"].set_temperature(330.0)
+    tw["tc"].lose_setpoints = 1                               # silently lost once
+    server.log.clear()
+    t0 = time.monotonic()
+    hal["tc"].set_temperature(340.0)
+    assert server.log.commands("tc").count("SOUR:TEMP 340;SOUR:TEMP?") == 2 and time.monotonic() - t0 < 2.0
+    server.drop("tc", after=2)                                # the link drops exactly on the set-point write
+    hal["tc"].set_temperature(345.0)
+    assert tw["tc"].setpoint == 345.0
+    tw["tc"].lose_setpoints = 99                              # the controller never takes it: bounded, then safe
+    server.log.clear()
+    t0 = time.monotonic()
+    with pytest.raises(InstrumentError, match="read back as 345 K after 4 writes; expected the written value "
+                                              r"\(heater switched off\)"):
+        hal["tc"].set_temperature(350.0)
+    assert time.monotonic() - t0 < 2.0 and server.log.commands("tc")[-2:] == ["OUTP OFF", "OUTP?"] and not tw["tc"].output
+    assert not any(c.startswith("MEAS:TEMP?") and ";" not in c for c in server.log.commands("tc"))   # no polling
+    tw["tc"].lose_setpoints = 0
+    hal["laser"].on(0.05)
+    tw["laser"].lose_writes = 1                               # a lost ramp step is re-planned from the read-back
+    hal["laser"].set_current(0.1)
+    assert tw["laser"].current == pytest.approx(0.1)
+    assert_clean(fresh)

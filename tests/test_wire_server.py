@@ -185,14 +185,21 @@ def test_link_reconnects_after_a_drop_and_retries(server):
         link.close()
 
 
-def test_link_gives_up_after_bounded_attempts_and_never_retries_garbage(server):
+def test_link_gives_up_after_bounded_attempts_and_retries_garbage_on_the_same_link(server):
     stats, sleeps = TransactionStats(), []
     link = _slm_link(server, stats, attempts=2, sleeps=sleeps)
     try:
-        server.garbage("slm")
-        with pytest.raises(InstrumentError, match="replied '#!garbage!#'"):
+        server.garbage("slm")                     # one garbage ack: the frame is sent again on the same link
+        link.run("blank", lambda d: d.blank(2))
+        np.testing.assert_array_equal(server.frames[-1], np.full((4, 6), 2))
+        assert stats.retries == 1 and link.reconnects == 0 and sleeps == []
+        server.garbage("slm", count=10)           # garbage for good: bounded retries, then one line
+        with pytest.raises(InstrumentError) as info:
             link.run("blank", lambda d: d.blank())
-        assert link.reconnects == 0 and sleeps == []
+        text = str(info.value)
+        assert "replied '#!garbage!#'" in text and "still bad after 3 retries; run stopped" in text and "\n" not in text
+        assert stats.retries == 4 and link.reconnects == 0 and sleeps == []
+        server.endpoints["slm"].faults.garbage = 0
         server.set_down("slm")
         with pytest.raises(InstrumentError) as info:
             link.run("blank", lambda d: d.blank())

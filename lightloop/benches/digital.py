@@ -17,7 +17,7 @@ from pydantic import Field
 from lightloop.errors import ConfigError
 from lightloop.hal.photon_counting import PhotonCountingArray, PhotonCountingCalibration, PhotonCountingLimits
 from lightloop.hal.processor import OpticalProcessor
-from lightloop.schema import BuildOverrides, FeedbackSettings, LabConfig, StrictModel
+from lightloop.schema import BuildOverrides, FeedbackSettings, LabConfig, LayerSize, StrictModel
 
 __all__ = ["Schema", "build", "FeedbackSettings", "attach_photon_feedback"]
 
@@ -26,7 +26,7 @@ class Schema(StrictModel):
     """processor section of a digital bench config (Zarkeshian et al. 2022: 784-500-10, sigmoid, biases)."""
 
     kind: Literal["digital"]
-    hidden: list[int] = Field(default_factory=lambda: [500], min_length=1)
+    hidden: list[LayerSize] = Field(default_factory=lambda: [500], min_length=1)
     output_activation: Literal["sigmoid", "linear"] = "sigmoid"
     max_weight: float = Field(100.0, gt=0, description="clip |W| (guards against divergence only)")
 

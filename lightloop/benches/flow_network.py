@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from lightloop.schema import BuildOverrides, LabConfig, StrictModel
+from lightloop.schema import BuildOverrides, LabConfig, Seed, StrictModel
 from lightloop.errors import ConfigError
 from lightloop.hal.flow_network import FlowProcessor
 from lightloop.hal.flow_network_roles import (
@@ -39,7 +39,7 @@ class LatticeSettings(StrictModel):
     connectivity: Literal["lattice", "knn"] = "lattice"
     k: int = Field(4, ge=1, le=12, description="neighbours per node for connectivity 'knn'")
     n_output_pairs: int | None = Field(None, ge=1, description="output pairs (default: one per class)")
-    layout_seed: int = Field(2, description="seed of positions, input/output pairs and ground")
+    layout_seed: Seed = Field(2, description="seed of positions, input/output pairs and ground")
 
 
 class InitSettings(StrictModel):
@@ -54,7 +54,7 @@ class InitSettings(StrictModel):
     @model_validator(mode="after")
     def _order(self) -> "InitSettings":
         if not self.low < self.mean < self.high:
-            raise ValueError("need low < mean < high")
+            raise ValueError(f"low {self.low:g} < mean {self.mean:g} < high {self.high:g} fails; expected low < mean < high")
         return self
 
 
@@ -71,7 +71,7 @@ class LimitSettings(StrictModel):
     @model_validator(mode="after")
     def _order(self) -> "LimitSettings":
         if self.w_min_s >= self.w_max_s:
-            raise ValueError("w_min_s must be below w_max_s")
+            raise ValueError(f"w_min_s {self.w_min_s:g} S >= w_max_s {self.w_max_s:g} S; expected w_min_s < w_max_s")
         return self
 
 
@@ -85,8 +85,8 @@ class LearningSettings(StrictModel):
 class TwinSettings(StrictModel):
     """In-process twin: hidden truth and noise seeds; ideal switches every imperfection off."""
 
-    truth_seed: int = 7
-    noise_seed: int = 0
+    truth_seed: Seed = 7
+    noise_seed: Seed = 0
     ideal: bool = False
     programming_error: float = Field(0.01, ge=0, le=0.2, description="relative sd of the per-edge conductance gain")
     probe_noise_v: float = Field(1e-4, ge=0, description="sd of each signal potential record, V")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from lightloop.schema import BuildOverrides, LabConfig, StrictModel
+from lightloop.schema import BuildOverrides, LabConfig, LayerSize, Seed, StrictModel
 from lightloop.errors import ConfigError
 from lightloop.hal.calibration_maps import HomodyneMap, VaporCellMap
 from lightloop.hal.free_space import FreeSpaceProcessor
+from lightloop.physics.saturable_absorber import rb_number_density_m3
 from lightloop.hal.free_space_roles import (
     AnalogWeightBlock,
     DMDWeightBlock,
@@ -22,7 +24,13 @@ from lightloop.hal.free_space_roles import (
     TemperatureLimits,
 )
 
-__all__ = ["Schema", "build", "validate_sections", "CalibrationSettings", "DriftSettings", "RecalibrationSettings"]
+__all__ = ["Schema", "build", "validate_sections", "CalibrationSettings", "DriftSettings", "RecalibrationSettings",
+           "check_optical_depth", "SIGMA_L_MAX_M3", "CELL_T_MAX_K"]
+
+#: largest sigma*L (m^3): the Rb D2 resonant cross-section (3 lambda^2 / 2 pi ~ 3e-13 m^2) times a 1 m cell, x3
+SIGMA_L_MAX_M3 = 1e-12
+#: hottest vapor-cell temperature a config may name (K); glass cells and heaters stay far below
+CELL_T_MAX_K = 1000.0
 
 
 class DriftSettings(StrictModel):
@@ -32,14 +40,14 @@ class DriftSettings(StrictModel):
     lo_phase_common_rad_per_sqrt_s: float = Field(0.0, ge=0, description="LO-phase walk common to a detector array")
     cell_temperature_k_per_sqrt_s: float = Field(0.0, ge=0, description="true-minus-read vapor temperature walk")
     frame_period_s: float = Field(1e-3, gt=0, description="simulated time per displayed frame")
-    seed: int = 0
+    seed: Seed = 0
 
 
 class TwinSettings(StrictModel):
     """In-process twin: hidden-truth draw and noise seeds; ideal switches every imperfection off."""
 
-    truth_seed: int = 7
-    noise_seed: int = 0
+    truth_seed: Seed = 7
+    noise_seed: Seed = 0
     ideal: bool = False
     shot_noise: float = Field(2e-3, ge=0)
     electronic_noise_v: float = Field(1e-3, ge=0)
@@ -78,22 +86,35 @@ class WeightSettings(StrictModel):
 class VaporCellSettings(StrictModel):
     """Vapor cells: nominal sigma*L (m^3) and heater limits (K)."""
 
-    sigma_l_m3: float = Field(1.3e-17, gt=0)
-    t_min_k: float = Field(273.15, gt=0)
-    t_max_k: float = Field(423.15, gt=0)
+    sigma_l_m3: float = Field(1.3e-17, gt=0, le=SIGMA_L_MAX_M3, description="cross-section x cell length, m^3")
+    t_min_k: float = Field(273.15, gt=0, le=CELL_T_MAX_K)
+    t_max_k: float = Field(423.15, gt=0, le=CELL_T_MAX_K)
 
     @model_validator(mode="after")
     def _order(self) -> "VaporCellSettings":
         if self.t_min_k >= self.t_max_k:
-            raise ValueError("t_min_k must be below t_max_k")
+            raise ValueError(f"t_min_k {self.t_min_k:g} K >= t_max_k {self.t_max_k:g} K; expected t_min_k < t_max_k")
         return self
+
+    def max_optical_depth(self) -> float:
+        """Largest optical depth a0 = n_Rb(t_max_k) sigma L the heaters can reach (dimensionless)."""
+        return float(rb_number_density_m3(self.t_max_k) * self.sigma_l_m3)
+
+
+def check_optical_depth(a0: float, cell: VaporCellSettings, field: str) -> float:
+    """a0 finite, >= 0 and reachable below the heater limit t_max_k (ValueError naming field otherwise)."""
+    a0_max = cell.max_optical_depth()
+    if not math.isfinite(a0) or a0 < 0 or a0 > a0_max * (1 + 1e-9):
+        raise ValueError(f"{field}: {a0!r}; expected 0 <= a0 <= {a0_max:.4g} (what the vapor cell reaches at "
+                         f"t_max_k = {cell.t_max_k:g} K with sigma_l_m3 = {cell.sigma_l_m3:g})")
+    return a0
 
 
 class Schema(StrictModel):
     """processor section of a free-space bench config."""
 
     kind: Literal["free_space"]
-    hidden: list[int] = Field(default_factory=lambda: [64], min_length=1)
+    hidden: list[LayerSize] = Field(default_factory=lambda: [64], min_length=1)
     optical_depth: float = Field(10.0, ge=0, description="a0 of every vapor cell")
     input_field_scale: float = Field(1.0, gt=0, le=10, description="input field per unit pixel value")
     probe_field: float = Field(0.1, gt=0, description="peak backward-probe field (saturation units)")
@@ -105,6 +126,11 @@ class Schema(StrictModel):
     vapor_cell: VaporCellSettings = VaporCellSettings()
     twin: TwinSettings = TwinSettings()
     calibration: CalibrationSettings = CalibrationSettings()
+
+    @model_validator(mode="after")
+    def _reachable(self) -> "Schema":
+        check_optical_depth(self.optical_depth, self.vapor_cell, "optical_depth")
+        return self
 
 
 def validate_sections(cfg: LabConfig) -> None:
@@ -142,8 +168,11 @@ def _resolve(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) 
     if any(h < 1 for h in hidden):
         raise ConfigError(f"--hidden: layer sizes must be positive integers, got {hidden}")
     a0 = p.optical_depth if ov.optical_depth is None else ov.optical_depth
-    if a0 < 0:
-        raise ConfigError(f"--optical-depth: expected a0 >= 0 (a vapor cell absorbs), got {a0}")
+    if ov.optical_depth is not None:
+        try:
+            check_optical_depth(a0, p.vapor_cell, "--optical-depth")
+        except ValueError as exc:
+            raise ConfigError(f"{cfg.source}: {exc}") from None
     ideal = p.twin.ideal if ov.ideal is None else ov.ideal
     return (n_inputs, *hidden, n_outputs), a0, ideal
 
@@ -210,6 +239,7 @@ def _assemble(cfg: LabConfig, sizes: tuple[int, ...], a0: float, ideal: bool, si
             from lightloop.simulators.wire.free_space import start_free_space_twin
 
             station.server = start_free_space_twin(cfg, sizes, emu)
+            station.server.client_stats = station.stats   # the twin's stop report counts the client's retries
             lock = station.server.lock
     addresses = {}
     if station is not None and station.server is not None:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from lightloop.schema import BuildOverrides, LabConfig, StrictModel
+from lightloop.schema import BuildOverrides, LabConfig, LayerSize, Seed, StrictModel
 from lightloop.errors import ConfigError
 from lightloop.hal.chip import ChipProcessor
 from lightloop.hal.chip_roles import (
@@ -67,7 +67,8 @@ class PhaseShifterSettings(StrictModel):
     @model_validator(mode="after")
     def _limits(self) -> "PhaseShifterSettings":
         if self.v_max > HEATER_DRIVER_V_MAX:
-            raise ValueError(f"v_max {self.v_max} V widens the heater driver's {HEATER_DRIVER_V_MAX} V limit")
+            raise ValueError(f"v_max {self.v_max} V widens the heater driver's {HEATER_DRIVER_V_MAX} V limit; "
+                             f"expected v_max <= {HEATER_DRIVER_V_MAX} V")
         return self
 
 
@@ -102,8 +103,8 @@ class NoiseSettings(StrictModel):
 class ChipTwinSettings(StrictModel):
     """In-process twin: chip draw, noise seed, ideal switch, precision."""
 
-    seed: int = 1
-    noise_seed: int = 0
+    seed: Seed = 1
+    noise_seed: Seed = 0
     ideal: bool = False
     precision: Literal["single", "double"] = "single"
     variation: VariationSettings = VariationSettings()
@@ -116,7 +117,7 @@ class Schema(StrictModel):
     """processor section of an integrated-chip config."""
 
     kind: Literal["integrated_chip"]
-    hidden: list[int] = Field(default_factory=lambda: [8], min_length=1)
+    hidden: list[LayerSize] = Field(default_factory=lambda: [8], min_length=1)
     layer: Literal["unitary", "svd"] = "unitary"
     mesh: Literal["rectangular", "triangular"] = "rectangular"
     loss_db_per_column: float = Field(0.1, ge=0, le=3)
@@ -132,9 +133,10 @@ class Schema(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> "Schema":
         if any(h < 1 for h in self.hidden):
-            raise ValueError("hidden layer sizes must be positive")
+            raise ValueError("expected positive hidden layer sizes")
         if self.adjoint_field > self.max_injection_field:
-            raise ValueError("adjoint_field must not exceed max_injection_field")
+            raise ValueError(f"adjoint_field {self.adjoint_field:g} exceeds max_injection_field "
+                             f"{self.max_injection_field:g}; expected adjoint_field <= max_injection_field")
         return self
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from lightloop.calibration.base import CalibrationResult, Counts, Routine, RunContext, get_routine, routines_for
-from lightloop.calibration.store import CalibrationStore
+from lightloop.calibration.store import CalibrationStore, contained
 from lightloop.errors import CalibrationError
 from lightloop.hal.processor import OpticalProcessor
 
@@ -63,12 +63,13 @@ def save_plots(result: CalibrationResult, plot_dir: Path) -> list[str]:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
+    plot_dir = Path(plot_dir)
     plot_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for title, draw in result.plots:
+        path = contained(plot_dir, f"{title}.png")   # a title never names a file outside the plot folder
         fig = Figure(figsize=(9, 4.5))
         draw(fig)
-        path = plot_dir / f"{title}.png"
         fig.subplots_adjust(left=0.08, right=0.97, bottom=0.12, top=0.9, wspace=0.3)
         fig.savefig(path, dpi=72)
         paths.append(str(path))

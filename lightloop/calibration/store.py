@@ -65,8 +65,18 @@ class Record:
 
 
 def _safe(name: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._")
     return s or "bench"
+
+
+def contained(root: Path, *names: str) -> Path:
+    """root / the sanitised names; one-line error unless the resolved path stays inside root."""
+    path = Path(root).joinpath(*(_safe(n) for n in names))
+    base = Path(root).resolve()
+    if not path.resolve().is_relative_to(base):
+        raise CalibrationError(f"{path}: path built from {'/'.join(map(str, names))!r}: expected a folder inside "
+                               f"{base}")
+    return path
 
 
 def _parse_time(text: Any, path: Path) -> _dt.datetime:
@@ -97,14 +107,31 @@ def _jsonable(v: Any) -> Any:
 class CalibrationStore:
     """A directory of versioned calibration records."""
 
+    #: longest wait (s) for another process's "pick the next version + write" before an error
+    lock_timeout: float = 60.0
+
     def __init__(self, root: str | Path | None):
         if root is None:
             raise CalibrationError("no calibration store: set processor.calibration.store in the config or pass --store")
         self.root = Path(root)
 
     def routine_dir(self, bench: str, routine: str) -> Path:
-        """Folder of one routine's records for one bench."""
-        return self.root / _safe(bench) / routine
+        """Folder of one routine's records for one bench (names sanitised; always inside the store)."""
+        return contained(self.root, bench, routine)
+
+    def plot_dir(self, bench: str, stamp: str) -> Path:
+        """<store>/<bench>/plots/<stamp>: where a calibration run's figures go (always inside the store)."""
+        return contained(self.root, bench, "plots", stamp)
+
+    def _locked(self, folder: Path) -> Any:
+        """The store's lock for one routine folder, a file beside it (filelock, bounded wait)."""
+        from filelock import FileLock
+
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CalibrationError(f"{folder}: cannot create the calibration folder ({exc.strerror})") from None
+        return FileLock(str(folder.parent / f".{folder.name}.lock"), timeout=self.lock_timeout)
 
     def records(self, bench: str, routine: str) -> list[Path]:
         """JSON paths of a routine's records, newest version first."""
@@ -121,6 +148,18 @@ class CalibrationStore:
     def save(self, result: CalibrationResult, bench: str, layout: dict[str, Any],
              created: _dt.datetime | None = None) -> Path:
         """Write a result as the routine's next version; returns the JSON path."""
+        from filelock import Timeout
+
+        folder = self.routine_dir(bench, result.routine)
+        try:
+            with self._locked(folder):   # "pick the next version + write" is one step for concurrent runs
+                return self._save_locked(result, bench, layout, created)
+        except Timeout:
+            raise CalibrationError(f"{folder}: store lock: expected to get it within {self.lock_timeout:g} s; another "
+                                   f"calibration is saving (or hung) - retry when it has finished") from None
+
+    def _save_locked(self, result: CalibrationResult, bench: str, layout: dict[str, Any],
+                     created: _dt.datetime | None) -> Path:
         created = created or _dt.datetime.now(_dt.timezone.utc)
         existing = self.records(bench, result.routine)
         version = (int(_NAME.match(existing[0].name).group(1)) + 1) if existing else 1  # type: ignore[union-attr]
@@ -148,18 +187,21 @@ class CalibrationStore:
         path = Path(json_path)
         try:
             text = path.read_text()
-        except OSError as exc:
-            raise CalibrationError(f"{path}: cannot read calibration metadata ({exc.strerror})") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CalibrationError(f"{path}: cannot read calibration metadata ({getattr(exc, 'strerror', None) or exc}); "
+                                   "expected a UTF-8 JSON file") from None
         try:
             meta = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise CalibrationError(f"{path}: corrupted calibration metadata: invalid JSON at line {exc.lineno}") from None
+            raise CalibrationError(f"{path}: corrupted calibration metadata: invalid JSON at line {exc.lineno}; "
+                                   "expected the JSON lightloop calibrate writes") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise CalibrationError(f"{path}: format: expected '{FORMAT}' metadata")
         for key in ("format_version", "routine", "routine_version", "bench", "created_utc", "instruments", "layout",
                     "arrays", "npz_file", "npz_sha256"):
             if key not in meta:
-                raise CalibrationError(f"{path}: {key}: missing from the calibration metadata")
+                raise CalibrationError(f"{path}: {key}: missing from the calibration metadata (expected every key "
+                                       f"lightloop calibrate writes)")
         if not isinstance(meta["format_version"], int) or meta["format_version"] > FORMAT_VERSION:
             raise CalibrationError(f"{path}: format_version: expected <= {FORMAT_VERSION}, got {meta['format_version']!r}"
                                    f" (written by a newer lightloop)")
@@ -168,23 +210,26 @@ class CalibrationStore:
         try:
             blob = npz.read_bytes()
         except OSError:
-            raise CalibrationError(f"{npz}: calibration arrays missing (metadata {path.name} names them)") from None
+            raise CalibrationError(f"{npz}: calibration arrays missing; expected the file metadata {path.name} "
+                                   f"names") from None
         if hashlib.sha256(blob).hexdigest() != meta["npz_sha256"]:
-            raise CalibrationError(f"{npz}: corrupted calibration arrays: SHA-256 does not match {path.name}")
+            raise CalibrationError(f"{npz}: corrupted calibration arrays: SHA-256 does not match; expected the one "
+                                   f"recorded in {path.name}")
         try:
             with np.load(io.BytesIO(blob), allow_pickle=False) as z:
                 arrays = {k: np.asarray(z[k]) for k in z.files}
         except Exception as exc:  # noqa: BLE001 - any unreadable NPZ is one clear error
-            raise CalibrationError(f"{npz}: corrupted calibration arrays: {type(exc).__name__}") from None
+            raise CalibrationError(f"{npz}: corrupted calibration arrays: {type(exc).__name__}; expected a readable NPZ") from None
         declared = meta["arrays"]
         if set(declared) != set(arrays):
-            raise CalibrationError(f"{npz}: arrays {sorted(arrays)} differ from those the metadata declares")
+            raise CalibrationError(f"{npz}: arrays {sorted(arrays)}: expected those the metadata declares, "
+                                   f"{sorted(declared)}")
         for k, spec in declared.items():
             if list(arrays[k].shape) != list(spec.get("shape", [])):
                 raise CalibrationError(f"{npz}: array '{k}': shape {list(arrays[k].shape)}, "
-                                       f"metadata declares {spec.get('shape')}")
+                                       f"expected {spec.get('shape')} as the metadata declares")
             if not np.all(np.isfinite(arrays[k])):
-                raise CalibrationError(f"{npz}: array '{k}': contains NaN or inf")
+                raise CalibrationError(f"{npz}: array '{k}': contains NaN or inf; expected finite values")
         return Record(path, meta, arrays)
 
 
@@ -196,23 +241,25 @@ def check_record(rec: Record, routine: Routine, proc: OpticalProcessor, bench: s
         problems.append(f"routine: record is '{rec.meta['routine']}', expected '{routine.name}'")
     if str(rec.meta["routine_version"]).split(".")[0] != str(routine.version).split(".")[0]:
         problems.append(f"routine_version: record has {rec.meta['routine_version']}, this lightloop "
-                        f"needs {routine.version}")
+                        f"needs {routine.version} (expected major version {str(routine.version).split('.')[0]})")
     if rec.meta["bench"] != bench:
-        problems.append(f"bench: recorded on '{rec.meta['bench']}', this bench is '{bench}'")
+        problems.append(f"bench: recorded on '{rec.meta['bench']}', expected '{bench}' (this bench)")
     layout = routine.layout(proc)
     for k, v in layout.items():
         if _jsonable(rec.meta["layout"].get(k)) != _jsonable(v):
-            problems.append(f"layout.{k}: calibrated for {rec.meta['layout'].get(k)!r}, this bench has {v!r}")
+            problems.append(f"layout.{k}: calibrated for {rec.meta['layout'].get(k)!r}, expected {v!r} (this bench)")
     now_ids = routine.instruments(proc)
     for role, ident in rec.meta["instruments"].items():
         if role in now_ids and now_ids[role] != ident:
-            problems.append(f"instruments.{role}: calibrated with '{ident}', connected is '{now_ids[role]}'")
+            problems.append(f"instruments.{role}: calibrated with '{ident}', connected is '{now_ids[role]}' "
+                            f"(expected the same instrument)")
     hardware = bool(problems)
     if max_age_days is not None:
         now = now or _dt.datetime.now(_dt.timezone.utc)
         age = (now - rec.created).total_seconds() / 86400.0
         if age > max_age_days:
-            problems.append(f"created_utc: record is {age:.1f} days old, the config allows {max_age_days:g}")
+            problems.append(f"created_utc: record is {age:.1f} days old, the config allows {max_age_days:g} "
+                            f"(expected a newer calibration)")
     return problems, bool(problems) and not hardware
 
 
@@ -243,7 +290,8 @@ def load_into_processor(proc: OpticalProcessor, store: CalibrationStore, bench: 
         try:
             routine.apply(proc, rec.arrays, rec.meta)
         except (KeyError, ValueError, IndexError) as exc:
-            raise CalibrationError(f"{rec.path}: cannot apply to this bench: {type(exc).__name__}: {exc}") from None
+            raise CalibrationError(f"{rec.path}: cannot apply to this bench: {type(exc).__name__}: {exc}; expected a "
+                                   f"record of this bench's layout") from None
         log.append({"routine": routine.name, "path": str(rec.path), "record_version": rec.meta.get("record_version"),
                     "created_utc": rec.meta["created_utc"]})
     return log

@@ -128,9 +128,12 @@ class ScpiVisaInstrument(VisaInstrument):
 
         def parse(reply: str) -> float:
             try:
-                return float(reply.strip())
+                value = float(reply.strip())
             except ValueError:
                 raise self._garbage(cmd, reply, "a number") from None
+            if not abs(value) < 9.9e37:   # NaN, inf and the SCPI overrange/NaN markers 9.9E37 / 9.91E37
+                raise self._garbage(cmd, reply, "a finite number")
+            return value
 
         return parse
 

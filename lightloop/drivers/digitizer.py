@@ -146,12 +146,17 @@ def parse_preamble(text: str, source: str = "instrument") -> WaveformPreamble:
     if len(fields) != 10:
         raise DriverError(f"waveform preamble from {source}: got {text.strip()!r}; expected {expected}")
     try:
-        ints = [int(float(f)) for f in fields[:4]]
-        floats = [float(f) for f in fields[4:]]
+        numbers = [float(f) for f in fields]
+        if not all(abs(x) < 9.9e37 for x in numbers):   # NaN, inf, SCPI overrange markers
+            raise ValueError(text)
+        ints = [int(x) for x in numbers[:4]]
+        floats = numbers[4:]
     except ValueError:
         raise DriverError(
-            f"waveform preamble from {source}: got {text.strip()!r}; expected {expected}"
+            f"waveform preamble from {source}: got {text.strip()!r}; expected {expected} (finite numbers)"
         ) from None
+    if not 0 <= ints[2] <= _MAX_BLOCK:
+        raise DriverError(f"waveform preamble from {source}: {ints[2]} points; expected 0..{_MAX_BLOCK}")
     if ints[0] not in (0, 1):
         raise DriverError(
             f"waveform preamble from {source}: format {ints[0]} unsupported; expected 0 (BYTE) or 1 (WORD)"

@@ -38,6 +38,7 @@ from lightloop.drivers._base import DriverError
 __all__ = ["DMDController", "ALP_OK", "ALP_DEFAULT", "ALP_DEV_DISPLAY_HEIGHT", "ALP_DEV_DISPLAY_WIDTH"]
 
 ALP_OK = 0
+ALP_NOT_ONLINE = 1001  # the device went offline (unplugged, power cycled)
 ALP_DEFAULT = 0
 ALP_DEV_DISPLAY_HEIGHT = 2057
 ALP_DEV_DISPLAY_WIDTH = 2058
@@ -141,8 +142,10 @@ class DMDController(Instrument):
     def _call(self, fname: str, *args: Any) -> None:
         code = getattr(self._lib, fname)(*args)
         if code != ALP_OK:
+            offline = " (ALP_NOT_ONLINE: device not connected, e.g. after a power cycle)" if code == ALP_NOT_ONLINE else ""
             raise DriverError(
-                f"{self.family} {self.name!r} ({self.library_path!r}): {fname} returned {code}; expected ALP_OK (0)"
+                f"{self.family} {self.name!r} ({self.library_path!r}): {fname} returned {code}{offline}; "
+                "expected ALP_OK (0)"
             )
 
     def _validate(self, frame: Any) -> np.ndarray:

@@ -18,6 +18,8 @@ command                             reply
 ``OUTP2 ON|OFF`` / ``OUTP2?``       TEC output; query replies ``1``/``0``
 ``MEAS:TEMP?``                      measured TEC temperature (K)
 ==================================  =====================================================
+
+Verified write in one transaction (compound command, one reply line): ``SOUR:CURR <A>;SOUR:CURR?``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,14 @@ __all__ = ["LaserDiodeController"]
 
 def _on_off(value: bool) -> str:
     return "ON" if value else "OFF"
+
+
+def _remember(param: Parameter, value: float) -> None:
+    """Cache a read-back; one outside the validator (moved by hand) only invalidates the cache."""
+    try:
+        param.cache.set(value)
+    except ValueError:
+        param.cache.invalidate()
 
 
 class LaserDiodeController(ScpiVisaInstrument):
@@ -147,6 +157,14 @@ class LaserDiodeController(ScpiVisaInstrument):
     def _set_current_limit(self, limit: float) -> None:
         self.write(f"SOUR:CURR:LIM {format_number(limit)}")
         self._bound_current(limit)
+
+    def set_current_verified(self, amps: float) -> float:
+        """Write the current set-point (A) and read it back in ONE transaction (``SOUR:CURR x;SOUR:CURR?``)."""
+        self.current.validate(amps)
+        cmd = f"SOUR:CURR {format_number(amps)};SOUR:CURR?"
+        value = self.float_parser(cmd)(self.ask(cmd))
+        _remember(self.current, value)
+        return value
 
     def output_off(self) -> None:
         """Switch the laser output off (``OUTP OFF``); the TEC keeps regulating."""

@@ -314,11 +314,16 @@ class QontrolHeater(Instrument):
                 raise ValueError(f"{self.family} {self.name!r} ch{c}: {exc.args[0]}") from None
         return items
 
-    def set_voltages(self, voltages: Sequence[float] | Mapping[int, float]) -> None:
-        """Write heater voltages (V) in ONE pipelined transaction; all values are validated before any byte is sent."""
+    def set_voltages(self, voltages: Sequence[float] | Mapping[int, float], readback: bool = False) -> list[float] | None:
+        """Write heater voltages (V) in ONE pipelined transaction; all values are validated before any byte is sent.
+
+        ``readback=True`` pipelines ``V{c}?`` after the writes (same transaction) and returns the set-points read."""
         items = self._normalise(voltages)
         commands = [f"V{c}={_fmt(v)}" for c, v in items.items()]
-        replies = self._transaction(commands)
+        queries = [f"V{c}?" for c in items] if readback else []
+        replies = self._transaction(commands + queries)
+        got = [self._to_float(q, r) for q, r in zip(queries, replies[len(commands):])]
+        replies = replies[:len(commands)]
         failures: list[str] = []
         for (c, v), cmd, reply in zip(items.items(), commands, replies):
             if reply == "OK":
@@ -327,11 +332,12 @@ class QontrolHeater(Instrument):
                 failures.append(f"ch{c} {reply}")
             else:
                 failures.append(f"ch{c} garbage {reply!r}")
-        if failures:
+        if failures and not readback:   # with a read-back the caller compares what the device holds
             raise DriverError(
                 f"{self.family} {self.name!r} at {self.url!r}: batched write rejected for "
                 f"{', '.join(failures)}; expected 'OK' for every channel"
             )
+        return got if readback else None
 
     def get_voltages(self) -> list[float]:
         """Read every channel's voltage setpoint (V) in one pipelined transaction."""

@@ -19,6 +19,7 @@ command                                        reply
 ``:OUTP{ch}?``                                 ``1`` or ``0``
 ``:MEAS{ch}:VOLT?`` / ``:MEAS{ch}:CURR?``      ``<V>`` / ``<A>``
 ``:SOUR:VOLT v1,...,vn,(@c1,...,cn);*OPC?``    ``1``  (batched write, one transaction)
+``:SOUR:VOLT v..,(@c..);:SOUR:VOLT? (@c..)``   ``v1,...,vn`` (batched write verified by its read-back)
 ``:SOUR:VOLT? (@c1,...,cn)``                   ``v1,...,vn``
 ``:MEAS:CURR? (@c1,...,cn)``                   ``i1,...,in``
 ``:OUTP ON|OFF,(@c1,...,cn)``                  (none)
@@ -167,9 +168,13 @@ class ScpiSource(ScpiVisaInstrument):
     # --- batched operations ---------------------------------------------------------------
 
     def set_voltages(
-        self, voltages: Sequence[float], channels: Sequence[int] | None = None, wait: bool = True
-    ) -> None:
-        """Set many channel voltages (V) in ONE transaction; every value is validated before anything is sent."""
+        self, voltages: Sequence[float], channels: Sequence[int] | None = None, wait: bool = True,
+        readback: bool = False,
+    ) -> list[float] | None:
+        """Set many channel voltages (V) in ONE transaction; every value is validated before anything is sent.
+
+        ``readback=True`` ends the command with ``;:SOUR:VOLT? (@..)`` instead of ``;*OPC?`` and returns the
+        set-points the source reports (same round trip)."""
         numbers = self._channel_numbers(channels)
         values = [float(v) for v in voltages]
         if len(values) != len(numbers):
@@ -182,6 +187,15 @@ class ScpiSource(ScpiVisaInstrument):
             except ValueError as exc:
                 raise ValueError(f"ScpiSource {self.name!r} ch{c}: {exc.args[0]}") from None
         cmd = ":SOUR:VOLT " + ",".join(format_number(v) for v in values) + "," + format_channel_list(numbers)
+        if readback:
+            full = cmd + ";:SOUR:VOLT? " + format_channel_list(numbers)
+            got = self._parse_list(full, self.ask(full), len(numbers))
+            for c, v in zip(numbers, got):
+                try:
+                    self._channel(c).voltage.cache.set(v)
+                except ValueError:      # moved by hand outside the validator: forget it
+                    self._channel(c).voltage.cache.invalidate()
+            return got
         if wait:
             reply = self.ask(cmd + ";*OPC?")
             if reply.strip() not in ("1", "+1"):
@@ -190,6 +204,7 @@ class ScpiSource(ScpiVisaInstrument):
             self.write(cmd)
         for c, v in zip(numbers, values):
             self._channel(c).voltage.cache.set(v)
+        return None
 
     def get_voltages(self, channels: Sequence[int] | None = None) -> list[float]:
         """Read the voltage setpoints (V) of many channels in one query."""

@@ -17,6 +17,10 @@ command                                    reply
 ``MEAS:TEMP?``                             measured sensor temperature (K)
 ``MEAS:POW?``                              heater power (W)
 =========================================  ================================================
+
+Compound commands (``a;b?``, one reply line, replies joined by ``;``) make a verified write or a state
+read one transaction: ``SOUR:TEMP <K>;SOUR:TEMP?`` (write + read-back) and
+``MEAS:TEMP?;OUTP?;SOUR:TEMP:RAMP:STAT?;SOUR:TEMP:RAMP:RATE?;SOUR:TEMP?`` (state).
 """
 
 from __future__ import annotations
@@ -33,6 +37,14 @@ __all__ = ["TemperatureController"]
 
 def _on_off(value: bool) -> str:
     return "ON" if value else "OFF"
+
+
+def _remember(param: Parameter, value: float) -> None:
+    """Cache a read-back; one outside the validator (moved by hand) only invalidates the cache."""
+    try:
+        param.cache.set(value)
+    except ValueError:
+        param.cache.invalidate()
 
 
 class TemperatureController(ScpiVisaInstrument):
@@ -142,3 +154,22 @@ class TemperatureController(ScpiVisaInstrument):
     def output_off(self) -> None:
         """Switch the heater output off (``OUTP OFF``)."""
         self.output.set(False)
+
+    def set_setpoint_verified(self, kelvin: float) -> float:
+        """Write the set-point (K) and read it back in ONE transaction (``SOUR:TEMP x;SOUR:TEMP?``); returns the read-back."""
+        self.setpoint.validate(kelvin)
+        cmd = f"SOUR:TEMP {format_number(kelvin)};SOUR:TEMP?"
+        value = self.float_parser(cmd)(self.ask(cmd))
+        _remember(self.setpoint, value)
+        return value
+
+    def read_state(self) -> dict[str, float | bool]:
+        """Reading (K), output, ramp on, ramp rate (K/min) and set-point (K) in ONE compound query."""
+        cmd = "MEAS:TEMP?;OUTP?;SOUR:TEMP:RAMP:STAT?;SOUR:TEMP:RAMP:RATE?;SOUR:TEMP?"
+        reply = self.ask(cmd)
+        parts = reply.strip().split(";")
+        if len(parts) != 5:
+            raise self._garbage(cmd, reply, "5 replies separated by ';'")
+        num, flag = self.float_parser(cmd), self.bool_parser(cmd)
+        return {"temperature": num(parts[0]), "output": flag(parts[1]), "ramp_on": flag(parts[2]),
+                "ramp_rate": num(parts[3]), "setpoint": num(parts[4])}

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from lightloop.shutdown import shielded
+
 __all__ = ["ForwardTaps", "OpticalProcessor"]
 
 
@@ -152,10 +154,11 @@ class OpticalProcessor(ABC):
 
     def safe_state(self) -> None:
         """Drive every device to its safe state (outputs to zero, sources off)."""
-        if self.station is not None:
-            self.station.safe_state()
-            return
-        self.device_safe_state()
+        with shielded():   # a second signal cannot abort the sequence
+            if self.station is not None:
+                self.station.safe_state()
+                return
+            self.device_safe_state()
 
     def device_safe_state(self) -> None:
         """Safe state through the HAL roles alone (the in-process twin's; a station runs its own sequence)."""

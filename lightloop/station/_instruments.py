@@ -15,7 +15,8 @@ from lightloop.hal.safety import Range
 from lightloop.schema import StrictModel
 from lightloop.units import UNITS, Seconds, expectation, parse_quantity
 
-__all__ = ["LIMITS", "CONNECT_TRANSACTIONS", "VISA_DRIVERS", "ReconnectSettings", "InstrumentSpec", "Checker", "validate_instrument"]
+__all__ = ["LIMITS", "HARDWARE_INIT", "DEFAULT_RAMPS", "OWNED_PARAMETERS", "CONNECT_TRANSACTIONS", "VISA_DRIVERS",
+           "ReconnectSettings", "InstrumentSpec", "Checker", "validate_instrument"]
 
 
 #: driver -> limit key -> (dimension, 'range' | 'max', hardware range from the driver's init (or None))
@@ -45,6 +46,34 @@ LIMITS: dict[str, dict[str, tuple[str, str, Callable[[dict[str, Any]], tuple[flo
     "dmd": {},
 }
 
+
+#: driver -> init keyword that sets a hardware range -> 'max' (a number) or 'range' ([low, high]). The
+#: driver CLASS's default is the hardware range; a config value may only narrow it.
+HARDWARE_INIT: dict[str, dict[str, str]] = {
+    "temperature_controller": {"temperature_range": "range", "max_ramp_rate": "max"},
+    "laser_controller": {"i_max": "max", "tec_range": "range"},
+    "power_meter": {"max_power": "max", "wavelength_range": "range"},
+    "scpi_source": {"v_max": "max", "i_max": "max"},
+    "qontrol_heater": {"v_hw_max": "max", "i_hw_max": "max"},
+    "digitizer": {"max_sample_rate": "max", "max_points": "max"},
+}
+
+#: software ramp (unit/s) of an output whose config gives none: conservative, never unramped. The
+#: temperature controller ramps in hardware; without `ramp_rate` it is programmed at the driver's maximum.
+DEFAULT_RAMPS: dict[str, dict[str, float]] = {
+    "laser_controller": {"current_ramp": 0.5},    # A/s: 10 mA per 20 ms step
+    "scpi_source": {"voltage_ramp": 10.0},        # V/s: 0.2 V per 20 ms step
+    "qontrol_heater": {"voltage_ramp": 10.0},     # V/s
+}
+
+#: driver parameters the HAL owns (outputs, set-points, ramps, protection limits): not settable through
+#: `parameters` (a config gives them as `limits`, which only narrow)
+OWNED_PARAMETERS: dict[str, set[str]] = {
+    "temperature_controller": {"setpoint", "temperature_limit", "ramp_rate", "ramp_enabled", "output"},
+    "laser_controller": {"current", "current_limit", "output"},
+    "scpi_source": {"voltage", "current_limit", "output"},
+    "qontrol_heater": {"voltage", "vmax", "imax"},
+}
 
 #: limits whose range must contain the safe value 0 (outputs go to zero in the safe state)
 _ZERO_SAFE = {"voltage", "current"}
@@ -101,7 +130,7 @@ class InstrumentSpec(StrictModel):
         return self._limits.get(key)
 
     def hardware(self, key: str, default: Any = None) -> Any:
-        """Driver init value (config `init` over the driver's default)."""
+        """Driver init value (config `init`, checked to narrow the class default, over that default)."""
         return self._hardware.get(key, default)
 
 
@@ -133,6 +162,8 @@ def _limit_range(chk: Checker, loc: str, key: str, raw: Any, dim: str, kind: str
         chk.fail(loc, f"limit [{lo:g}, {hi:g}] {unit} is empty; expected low <= high")
     if kind == "max" and hi < 0:
         chk.fail(loc, f"limit {hi:g} {unit} is negative; expected a maximum >= 0")
+    if dim.endswith("_rate") and not hi > 0:
+        chk.fail(loc, f"ramp rate {hi:g} {unit}; expected a rate > 0 {unit} (an output cannot be left unramped)")
     cfg = Range(lo, hi, unit, key)
     if hw is not None:
         hw_range = Range(hw[0], hw[1], unit, key)
@@ -141,6 +172,26 @@ def _limit_range(chk: Checker, loc: str, key: str, raw: Any, dim: str, kind: str
     if key in _ZERO_SAFE and not lo <= 0.0 <= hi:
         chk.fail(loc, f"limit {cfg} excludes 0 {unit}; expected a range containing the safe value 0 {unit}")
     return cfg
+
+
+def _check_narrows(chk: Checker, loc: str, value: Any, default: Any, kind: str) -> None:
+    """An init value setting a hardware range must lie inside the driver class's default range."""
+    try:
+        if kind == "range":
+            lo, hi = float(value[0]), float(value[1])
+            d_lo, d_hi = float(default[0]), float(default[1])
+            ok = len(value) == 2 and d_lo <= lo <= hi <= d_hi
+            want = f"[low, high] inside the driver's own range [{d_lo:g}, {d_hi:g}]"
+        else:
+            lo = hi = float(value)
+            d_lo, d_hi = 0.0, float(default)
+            ok = 0 < hi <= d_hi
+            want = f"a value in (0, {d_hi:g}] (the driver's own maximum)"
+    except (TypeError, ValueError, IndexError):
+        ok, want = False, ("[low, high] numbers" if kind == "range" else "a number")
+    if not ok or not (math.isfinite(lo) and math.isfinite(hi)):
+        chk.fail(loc, f"{value!r} widens or breaks the driver's hardware range; expected {want} - driver ranges "
+                 "come from the driver class, a config may only narrow them")
 
 
 def validate_instrument(chk: Checker, name: str, spec: InstrumentSpec) -> None:
@@ -170,8 +221,18 @@ def validate_instrument(chk: Checker, name: str, spec: InstrumentSpec) -> None:
             allowed = sorted(k for k in defaults if k not in _RESERVED_INIT)
             chk.fail(f"{loc}.init.{key}", f"not a keyword of driver {spec.driver!r}; expected one of {', '.join(allowed)}")
     hw_init = {k: v for k, v in defaults.items() if v is not inspect.Parameter.empty}
+    for key, value in spec.init.items():
+        if key in HARDWARE_INIT.get(spec.driver, {}):
+            _check_narrows(chk, f"{loc}.init.{key}", value, hw_init.get(key), HARDWARE_INIT[spec.driver][key])
     hw_init.update(spec.init)
     spec._hardware = hw_init
+    owned = OWNED_PARAMETERS.get(spec.driver, set())
+    for pname in spec.parameters:
+        if str(pname).split(".")[-1] in owned:
+            chk.fail(f"{loc}.parameters.{pname}", "the HAL owns outputs, set-points, ramps and protection limits; "
+                     f"expected them under {loc}.limits (which can only narrow the driver's range)")
+    if not 0 < spec.ramp_interval <= 10:
+        chk.fail(f"{loc}.ramp_interval", f"{spec.ramp_interval:g} s; expected a software ramp step interval in (0, 10] s")
     table = LIMITS[spec.driver]
     limits: dict[str, Range] = {}
     for key, raw in spec.limits.items():
@@ -188,4 +249,6 @@ def validate_instrument(chk: Checker, name: str, spec: InstrumentSpec) -> None:
         if key not in limits and hw_fn is not None:
             lo, hi = hw_fn(hw_init)
             limits[key] = Range(lo, hi, UNITS[dim][0], key)
+        elif key not in limits and key in DEFAULT_RAMPS.get(spec.driver, {}):
+            limits[key] = Range(0.0, DEFAULT_RAMPS[spec.driver][key], UNITS[dim][0], key)
     spec._limits = limits

@@ -1,15 +1,34 @@
-"""One instrument connection: counted, timed calls; bounded reconnects with backoff on transport faults."""
+"""One instrument connection: counted, timed calls; bounded reconnects with backoff on transport faults.
+
+Faults a call can meet, and what :meth:`Link.run` does about each (every retry is bounded):
+
+* transport fault (timeout, reset or refused link; ``is_transport_fault``) - close, reconnect with backoff,
+  re-apply every ``on_connect`` step (instrument set-up, adapter caches re-sent), call again;
+* broken binary reply (a corrupt IEEE 488.2 block: the position in the byte stream is lost) - likewise;
+* bad reply (garbage where a number or ``OK`` was expected; ``is_bad_reply``) or a bad reading (a returned
+  number that is NaN, infinite or the SCPI overrange marker +-9.9E37; ``bad_reading``) - call again on the
+  same connection, at most ``ReconnectPolicy.retries`` times per call, counted in ``TransactionStats.retries``.
+
+Every call an adapter makes through a link is idempotent (absolute set-points, frames, read-backs, an
+acquisition that is simply re-done), which is what makes calling it again safe.
+"""
 
 from __future__ import annotations
 
+import math
+import select
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import numpy as np
+
 from lightloop.errors import InstrumentError
 
-__all__ = ["TransactionStats", "ReconnectPolicy", "is_transport_fault", "Link"]
+__all__ = ["TransactionStats", "ReconnectPolicy", "BadReplyError", "is_transport_fault", "is_bad_reply",
+           "bad_reading", "peer_closed", "Link"]
 
 
 T = TypeVar("T")
@@ -22,13 +41,20 @@ class TransactionStats:
     transactions: int = 0
     instrument_seconds: float = 0.0
     reconnects: int = 0
+    retries: int = 0           # calls repeated after a bad reply or reading (no reconnect)
     per_instrument: dict[str, int] = field(default_factory=dict)
     seconds_per_instrument: dict[str, float] = field(default_factory=dict)
+    retries_per_instrument: dict[str, int] = field(default_factory=dict)
 
     def count(self, name: str, n: int = 1) -> None:
         """Add n transactions of instrument `name`."""
         self.transactions += n
         self.per_instrument[name] = self.per_instrument.get(name, 0) + n
+
+    def retry(self, name: str) -> None:
+        """Count one repeated call of instrument `name` (after a bad reply or reading)."""
+        self.retries += 1
+        self.retries_per_instrument[name] = self.retries_per_instrument.get(name, 0) + 1
 
     def add_time(self, name: str, seconds: float) -> None:
         """Add time spent inside driver calls of instrument `name`."""
@@ -38,16 +64,79 @@ class TransactionStats:
 
 @dataclass(frozen=True)
 class ReconnectPolicy:
-    """Reconnect at most `attempts` times per fault (backoff_s * factor**k between tries), `budget` per run."""
+    """Reconnect at most `attempts` times per fault (backoff_s * factor**k between tries), `budget` per run;
+    repeat a call after a bad reply or reading at most `retries` times."""
 
     attempts: int = 3
     backoff_s: float = 0.1
     factor: float = 2.0
     budget: int = 20
+    retries: int = 3
 
 
 _TRANSPORT_TEXT = ("(timeout)", "connection failed", "link closed", "cannot open", "cannot connect",
                    "not connected", "no reply")
+
+
+_DESYNC_TEXT = ("IEEE 488.2 block from", "waveform data from")
+_BAD_REPLY_TEXT = ("replied ", "waveform preamble from", "bad reading")
+OVERRANGE = 9.9e37   # SCPI: +9.9E37 = overrange / +inf, 9.91E37 = NaN
+
+
+class BadReplyError(InstrumentError):
+    """A reply that is not what the command returns (garbage, NaN, out of the instrument's range); worth a retry."""
+
+
+def bad_reading(value: Any) -> str | None:
+    """Why a returned reading is impossible (NaN, inf, |x| >= 9.9E37 at any depth of a list/tuple/array), else None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float, np.floating, np.integer)):
+        v = float(value)
+        return None if math.isfinite(v) and abs(v) < OVERRANGE else f"{v!r}"
+    if isinstance(value, np.ndarray) and value.dtype.kind in "fc":
+        bad = ~np.isfinite(value) | (np.abs(value) >= OVERRANGE)
+        return f"{int(bad.sum())} of {value.size} values NaN/inf/overrange" if bad.any() else None
+    if isinstance(value, (list, tuple)):
+        return next((b for b in map(bad_reading, value) if b is not None), None)
+    return None
+
+
+def is_bad_reply(exc: BaseException) -> bool:
+    """True for garbage or impossible replies on an intact link (worth repeating the call, no reconnect)."""
+    return isinstance(exc, BadReplyError) or (not is_transport_fault(exc) and not _desynced(exc)
+                                              and any(t in str(exc) for t in _BAD_REPLY_TEXT))
+
+
+def _desynced(exc: BaseException) -> bool:
+    """A corrupt binary block: the reply's length is unknown, so the link must be re-opened."""
+    return any(t in str(exc) for t in _DESYNC_TEXT)
+
+
+def _socket_of(driver: Any) -> socket.socket | None:
+    """The TCP socket under a driver: the SLM's own, or a pyvisa-py TCPIP SOCKET session's; else None."""
+    sock = getattr(driver, "_sock", None)
+    if sock is None and getattr(driver, "visa_handle", None) is not None:
+        try:
+            handle = driver.visa_handle
+            sock = handle.visalib.sessions[handle.session].interface
+        except Exception:
+            sock = None
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def peer_closed(driver: Any) -> bool:
+    """True when the instrument closed or reset the driver's TCP link (no wire traffic: a zero-time poll)."""
+    sock = _socket_of(driver)
+    if sock is None or sock.fileno() < 0:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:          # reset by peer
+        return True
 
 
 def is_transport_fault(exc: BaseException) -> bool:
@@ -98,10 +187,22 @@ class Link:
         return ",".join(parts) or f"{self.family} {self.name}"
 
     def open(self) -> "Link":
-        """First connection (errors propagate unchanged: the caller adds the config context)."""
-        t0 = time.perf_counter()
+        """First connection; a timeout, reset or bad reply while connecting is retried (policy.attempts times),
+        a refused or unknown address is not (errors propagate unchanged: the caller adds the config context)."""
+        t0, tries = time.perf_counter(), 0
         try:
-            self.driver = self._connect()
+            while True:
+                try:
+                    self.driver = self._connect()
+                    break
+                except InstrumentError as exc:
+                    text, tries = str(exc), tries + 1
+                    refused = "cannot open" in text or "cannot connect" in text
+                    if tries > self.policy.attempts or not (is_bad_reply(exc) or _desynced(exc)
+                                                            or (is_transport_fault(exc) and not refused)):
+                        raise
+                    self.stats.retry(self.name)
+                    self._sleep(self.policy.backoff_s * self.policy.factor ** (tries - 1))
             self.stats.count(self.name, self.connect_transactions)
             self.epoch += 1
         finally:
@@ -130,21 +231,38 @@ class Link:
         self.epoch += 1
         self.reconnects += 1
         self.stats.reconnects += 1
-        for fn in self._setups:
-            fn(self.driver)
+        try:
+            for fn in self._setups:   # set-up and adapter caches (frames, settings) re-sent before anything else
+                fn(self.driver)
+        except BaseException:
+            self._drop()              # a half-set-up instrument is never used: the next try starts afresh
+            raise
 
     def run(self, label: str, fn: Callable[[Any], T]) -> T:
-        """Call fn(driver); transport faults reconnect (bounded, with backoff) and retry fn."""
-        failures = 0
+        """Call fn(driver): transport faults reconnect (bounded, with backoff) and call again; a bad reply or an
+        impossible reading (NaN, inf, overrange) is called again on the same link (bounded)."""
+        failures = retries = 0
         t0 = time.perf_counter()
         try:
             while True:
                 try:
                     if self.driver is None:
                         self._reopen()
-                    return fn(self.driver)
+                    result = fn(self.driver)
+                    why = bad_reading(result)
+                    if why is not None:
+                        raise BadReplyError(f"{self.label}: {label}: bad reading {why}; expected finite values "
+                                            "inside the instrument's range")
+                    return result
                 except InstrumentError as exc:
-                    if not is_transport_fault(exc):
+                    if is_bad_reply(exc):
+                        if retries >= self.policy.retries:
+                            raise InstrumentError(f"{exc} [{self.label}: {label}: still bad after {retries} "
+                                                  "retries; run stopped]") from exc
+                        retries += 1
+                        self.stats.retry(self.name)
+                        continue
+                    if not (is_transport_fault(exc) or _desynced(exc)):
                         raise
                     self._drop()
                     failures += 1
@@ -154,8 +272,23 @@ class Link:
                                else f"the run's reconnect budget of {self.policy.budget} is used up")
                         raise InstrumentError(f"{exc} [{self.label}: {label}: {why}; run stopped]") from exc
                     self._sleep(self.policy.backoff_s * self.policy.factor ** (failures - 1))
+                except BaseException as exc:
+                    if not isinstance(exc, Exception):
+                        # a signal (KeyboardInterrupt, Terminated) or SystemExit inside a transaction may leave a
+                        # reply unread on the wire: drop the link so the safe-state commands start on a fresh one
+                        self._drop()
+                    raise
         finally:
             self.stats.add_time(self.name, time.perf_counter() - t0)
+
+    def ensure_alive(self) -> bool:
+        """If the instrument closed the link since the last call (a reboot, a dropped cable), reconnect now so its
+        set-up and the adapters' state are re-sent before anything relies on them; True when it reconnected."""
+        if self.driver is None or not peer_closed(self.driver):
+            return False
+        self._drop()
+        self.run("reconnect", lambda drv: None)
+        return True
 
     def close(self) -> None:
         """Close the driver (best effort)."""

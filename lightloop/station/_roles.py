@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from lightloop.schema import StrictModel
 from lightloop.units import Current, SlopeEfficiency, TemperatureDelta, Seconds, Voltage
 
-__all__ = ["LaserRole", "DisplayRole", "GainRef", "WeightRole", "CellRole", "ChannelRef", "DetectorRoles", "FreeSpaceRoles", "HeaterBankRole", "ChipDetectorRoles", "ChipRoles", "EmulatorSettings", "ROLE_SCHEMAS", "ROLE_DRIVERS"]
+__all__ = ["LaserRole", "DisplayRole", "GainRef", "WeightRole", "CellRole", "ChannelRef", "DetectorRoles", "FreeSpaceRoles", "HeaterBankRole", "ChipDetectorRoles", "ChipRoles", "FaultSettings", "EmulatorSettings", "ROLE_SCHEMAS", "ROLE_DRIVERS"]
 
 
 class LaserRole(StrictModel):
@@ -122,6 +122,39 @@ class ChipRoles(StrictModel):
     detectors: ChipDetectorRoles
 
 
+FAULT_KINDS = ("drop", "timeout", "garbage", "bad_reading", "reboot")
+_Probability = Field(None, ge=0, le=1, description="probability per transaction")
+
+
+class FaultSettings(StrictModel):
+    """Random faults of the wire twin per transaction: a probability per kind (sum <= 1), a seed, which instruments.
+
+    ``rate`` is a total split equally over the five kinds; a kind given explicitly overrides its share.
+    """
+
+    rate: float | None = Field(None, ge=0, le=1, description="total fault probability per transaction")
+    drop: float | None = _Probability
+    timeout: float | None = _Probability
+    garbage: float | None = _Probability
+    bad_reading: float | None = _Probability
+    reboot: float | None = _Probability
+    seed: int = Field(0, ge=0, le=2**32 - 1, strict=True)
+    instruments: list[str] | None = Field(None, min_length=1, description="only these instruments (default: all)")
+
+    def probabilities(self) -> dict[str, float]:
+        """{kind: probability per transaction} after splitting `rate`."""
+        share = (self.rate or 0.0) / len(FAULT_KINDS)
+        return {k: share if getattr(self, k) is None else float(getattr(self, k)) for k in FAULT_KINDS}
+
+    @model_validator(mode="after")
+    def _total(self) -> "FaultSettings":
+        total = sum(self.probabilities().values())
+        if total > 1.0 + 1e-12:
+            raise PydanticCustomError("faults", "probabilities sum to {total}; expected at most 1 per transaction",
+                                      {"total": round(total, 12)})
+        return self
+
+
 class EmulatorSettings(StrictModel):
     """The wire-level twin for this config."""
 
@@ -130,6 +163,7 @@ class EmulatorSettings(StrictModel):
     layer_sizes: list[int] | None = None
     time_scale: float = Field(1000.0, gt=0, description="twin seconds per wall second (temperature ramps)")
     sequence_length: int = Field(1024, ge=16, le=1 << 16, description="patterns per SLM sequence frame")
+    faults: FaultSettings | None = Field(None, description="random per-transaction faults (rehearsal and soak tests)")
 
     @field_validator("host")
     @classmethod

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lightloop.errors import ConfigError, InstrumentError
+from lightloop.shutdown import shielded
 from lightloop.station._instruments import CONNECT_TRANSACTIONS, VISA_DRIVERS, InstrumentSpec
 from lightloop.station._link import Link, ReconnectPolicy, TransactionStats
 from lightloop.station._meter import StepMeter
@@ -104,7 +105,7 @@ class Station:
         self.links[name] = link
         setup = self._setup(link, name, spec)
         try:
-            setup(link.driver)
+            link.run("set-up", setup)     # a fault during the first set-up is retried like any transaction
         except BaseException:
             link.close()
             raise
@@ -138,13 +139,14 @@ class Station:
         self._safe.append((label, fn))
 
     def safe_state(self) -> None:
-        """Every safe action, best effort (a failing one is logged and the rest still run); never raises."""
+        """Every safe action, best effort (a failing one is logged and the rest still run); a signal cannot abort it."""
         failures = []
-        for label, fn in self._safe:
-            try:
-                fn()
-            except Exception as exc:
-                failures.append(f"{label}: {' '.join(str(exc).split())}")
+        with shielded():
+            for label, fn in self._safe:
+                try:
+                    fn()
+                except Exception as exc:
+                    failures.append(f"{label}: {' '.join(str(exc).split())}")
         self.safe_state_failures = failures
         if failures:
             log.warning("safe state incomplete: %s", " | ".join(failures))
@@ -154,15 +156,16 @@ class Station:
         if self._closed:
             return
         self._closed = True
-        try:
-            self.safe_state()
-        finally:
-            for link in self.links.values():
-                link.close()
-            if self.server is not None:
-                self.server.stop()
+        with shielded():
+            try:
+                self.safe_state()
+            finally:
+                for link in self.links.values():
+                    link.close()
+                if self.server is not None:
+                    self.server.stop()
 
     def summary(self) -> dict[str, Any]:
         """JSON fields: instruments mode, per-step transactions and times, totals."""
         return {"instruments": self.mode, **self.meter.summary(), "transactions_total": self.stats.transactions,
-                "reconnects": self.stats.reconnects}
+                "reconnects": self.stats.reconnects, "retries": self.stats.retries}

@@ -13,7 +13,7 @@ import math
 from lightloop.errors import ConfigError
 from lightloop.hal.safety import LinearLaserModel, RampPolicy, Range, SafeLaser, SafeTemperatureControl, SafeVoltageBank
 from lightloop.station._clock import BenchClock
-from lightloop.station._instruments import InstrumentSpec
+from lightloop.station._instruments import DEFAULT_RAMPS, InstrumentSpec
 from lightloop.station._link import Link
 from lightloop.station._roles import CellRole, ChannelRef, DisplayRole, FreeSpaceRoles, WeightRole
 from lightloop.station._station import Station
@@ -30,11 +30,13 @@ __all__ = ["FreeSpaceStation", "ramp_policy"]
 
 
 def ramp_policy(spec: InstrumentSpec, key: str) -> RampPolicy:
-    """Software ramp of one output from the instrument's rate limit (V/s, A/s); unlimited without one."""
+    """Software ramp of one output from the instrument's rate limit (V/s, A/s): configured (> 0, checked when the
+    config loads) or the driver's conservative default (`DEFAULT_RAMPS`); never unramped."""
     r = spec.limit(key)
-    if r is None or not math.isfinite(r.high) or r.high <= 0:
-        return RampPolicy(math.inf, spec.ramp_interval)
-    return RampPolicy(r.high, spec.ramp_interval)
+    rate = r.high if r is not None else DEFAULT_RAMPS.get(spec.driver, {}).get(key, math.nan)
+    if not (math.isfinite(rate) and rate > 0):
+        raise ConfigError(f"instruments ({spec.driver}): limits.{key} is {rate}; expected a ramp rate > 0")
+    return RampPolicy(rate, spec.ramp_interval)
 
 
 class FreeSpaceStation:

@@ -1,4 +1,4 @@
-"""Datasets: MNIST-family IDX gzip files (checksum-verified) and the bundled small sets (8x8 digits, Iris).
+"""Datasets: MNIST-family IDX gzip files (checksum-verified, validated) and the bundled CSV sets (8x8 digits, Iris).
 
 Every set is returned as float32 features in [0, 1] (batch-first) and int64 labels.
 """
@@ -8,9 +8,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -22,7 +24,8 @@ from numpy.typing import NDArray
 from lightloop.errors import DatasetError
 from lightloop.plugins import import_plugins
 
-__all__ = ["Dataset", "load_dataset", "register_dataset", "DATASET_LOADERS", "load_idx", "read_idx_gz", "DATASETS", "default_data_dir", "one_hot"]
+__all__ = ["Dataset", "load_dataset", "register_dataset", "DATASET_LOADERS", "load_idx", "read_idx_gz", "DATASETS", "default_data_dir", "one_hot",
+           "read_csv", "dataset_names"]
 
 MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -85,27 +88,54 @@ def _expected_sums(directory: Path) -> dict[str, str]:
     sums = dict(MNIST_SHA256)
     listing = directory / "SHA256SUMS"
     if listing.is_file():
-        for line in listing.read_text().splitlines():
+        try:
+            text = listing.read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DatasetError(f"{listing}: unreadable ({exc}); expected UTF-8 lines '<sha256>  <file name>'") from None
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
             parts = line.split()
-            if len(parts) == 2:
-                sums[parts[1].lstrip("*")] = parts[0].lower()
+            if len(parts) != 2 or not _HEX64.match(parts[0]):
+                raise DatasetError(f"{listing}: line {n}: {line.strip()[:60]!r}; expected '<64 hex digits>  <file name>'")
+            sums[parts[1].lstrip("*")] = parts[0].lower()
     return sums
 
 
-def read_idx_gz(path: Path) -> NDArray[np.uint8]:
-    """Parse one gzip IDX file (magic 0x00 0x00 0x08 ndim, big-endian dims, uint8 data)."""
+_HEX64 = re.compile(r"^[0-9A-Fa-f]{64}$")
+#: largest uncompressed IDX file read (bytes); MNIST's largest is 47 MB
+MAX_IDX_BYTES = 1 << 30
+
+
+def read_idx_gz(path: Path, ndim: int | None = None) -> NDArray[np.uint8]:
+    """Parse one gzip IDX file (magic 0x00 0x00 0x08 ndim, big-endian dims > 0, uint8 data); ndim: required rank."""
     try:
         with gzip.open(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as exc:
-        raise DatasetError(f"{path}: not a readable gzip IDX file ({exc})") from None
+            raw = f.read(MAX_IDX_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DatasetError(f"{path}: gzip: not readable ({exc}); expected a gzip-compressed IDX file") from None
+    if len(raw) > MAX_IDX_BYTES:
+        raise DatasetError(f"{path}: size: more than {MAX_IDX_BYTES} bytes uncompressed; expected an IDX file below that")
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DatasetError(f"{path}: bad IDX magic; expected 00 00 08 <ndim> (unsigned byte data)")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    if len(raw) != header + int(np.prod(dims)):
-        raise DatasetError(f"{path}: IDX size mismatch; header says {dims} but file holds {len(raw) - header} bytes")
+        raise DatasetError(f"{path}: magic: {raw[:4].hex(' ') or 'empty'}; expected 00 00 08 <ndim> (unsigned byte data)")
+    rank = raw[3]
+    if rank == 0 or (ndim is not None and rank != ndim):
+        want = f"{ndim}" if ndim is not None else ">= 1"
+        raise DatasetError(f"{path}: magic: {rank} dimensions; expected {want} "
+                           f"({'images: count, rows, columns' if ndim == 3 else 'labels: count' if ndim == 1 else 'IDX'})")
+    header = 4 + 4 * rank
+    if len(raw) < header:
+        raise DatasetError(f"{path}: header: {len(raw)} bytes; expected {header} bytes of header for {rank} dimensions")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(rank))
+    for i, d in enumerate(dims):
+        if d == 0:
+            raise DatasetError(f"{path}: header: dimension {i} is 0 (dims {dims}); expected every dimension > 0")
+    size = 1
+    for d in dims:
+        size *= d
+    if len(raw) - header != size:
+        raise DatasetError(f"{path}: data: header says {dims} ({size} bytes) but the file holds {len(raw) - header} "
+                           "bytes; expected the sizes to match")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -124,10 +154,12 @@ def _download(name: str, directory: Path) -> None:
     raise DatasetError(f"{directory / name}: missing, and download failed ({'; '.join(errors)})")
 
 
-def load_idx(directory: Path | str, *, download: bool = True, verify: bool = True) -> tuple[NDArray, ...]:
+def load_idx(directory: Path | str, *, download: bool = True, verify: bool = True,
+             n_classes: int | None = 10) -> tuple[NDArray, ...]:
     """(x_train, y_train, x_test, y_test) from the four MNIST-family IDX files in a directory.
 
-    Missing files are downloaded unless download=False or $LIGHTLOOP_OFFLINE is set.
+    Missing files are downloaded unless download=False or $LIGHTLOOP_OFFLINE is set. Labels must lie in
+    0..n_classes-1 (None: no check); images and labels must agree in count, train and test in image shape.
     """
     directory = Path(directory)
     if not (directory / MNIST_FILES["train_images"]).exists() and (directory / "mnist").is_dir():
@@ -145,10 +177,19 @@ def load_idx(directory: Path | str, *, download: bool = True, verify: bool = Tru
             got = _sha256(path)
             if got != sums[name]:
                 raise DatasetError(f"{path}: SHA-256 mismatch; expected {sums[name]}, got {got} (corrupt or wrong file)")
-        arrays.append(read_idx_gz(path))
+        arrays.append(read_idx_gz(path, ndim=3 if key.endswith("images") else 1))
     xtr, ytr, xte, yte = arrays
-    if xtr.shape[0] != ytr.shape[0] or xte.shape[0] != yte.shape[0]:
-        raise DatasetError(f"{directory}: image and label counts differ")
+    for split, x, y in (("train", xtr, ytr), ("test", xte, yte)):
+        labels = directory / MNIST_FILES[f"{split}_labels"]
+        if x.shape[0] != y.shape[0]:
+            raise DatasetError(f"{labels}: count: {y.shape[0]} labels for {x.shape[0]} images in "
+                               f"{MNIST_FILES[f'{split}_images']}; expected one label per image")
+        if n_classes is not None and int(y.max()) >= n_classes:
+            bad = int(np.flatnonzero(y >= n_classes)[0])
+            raise DatasetError(f"{labels}: label {bad}: {int(y[bad])}; expected a class in 0..{n_classes - 1}")
+    if xtr.shape[1:] != xte.shape[1:]:
+        raise DatasetError(f"{directory / MNIST_FILES['test_images']}: image shape {xte.shape[1:]}; expected the "
+                           f"training images' shape {xtr.shape[1:]}")
     return xtr, ytr, xte, yte
 
 
@@ -169,17 +210,59 @@ def _bundled(name: str) -> Path:
     return Path(str(resources.files("lightloop.data").joinpath(name)))
 
 
-def _load_digits() -> Dataset:
-    raw = np.loadtxt(_bundled("digits.csv.gz"), delimiter=",", dtype=np.float64)
-    x, y = (raw[:, :-1] / 16.0).astype(np.float32), raw[:, -1].astype(np.int64)
-    return Dataset("digits", *_stratified_split(x, y, 0.2, seed=0), n_classes=10)
+def read_csv(path: Path, n_features: int, n_classes: int, skiprows: int = 0,
+             feature_range: tuple[float, float] | None = None) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """(features, labels) of a numeric CSV: n_features columns then an integer class label in 0..n_classes-1."""
+    try:
+        with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")) as f:
+            lines = f.read().splitlines()[skiprows:]
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
+        raise DatasetError(f"{path}: file: not readable ({exc}); expected a UTF-8 CSV file") from None
+    rows = []
+    for n, line in enumerate(lines, skiprows + 1):
+        if not line.strip():
+            continue
+        cells = line.split(",")
+        if len(cells) != n_features + 1:
+            raise DatasetError(f"{path}: line {n}: {len(cells)} columns; expected {n_features} features and a label")
+        try:
+            row = [float(c) for c in cells]
+        except ValueError:
+            raise DatasetError(f"{path}: line {n}: {line.strip()[:60]!r}; expected {n_features + 1} numbers") from None
+        if not all(np.isfinite(row)):
+            raise DatasetError(f"{path}: line {n}: a non-finite value; expected finite numbers")
+        if feature_range is not None and not all(feature_range[0] <= v <= feature_range[1] for v in row[:-1]):
+            raise DatasetError(f"{path}: line {n}: a feature outside [{feature_range[0]:g}, {feature_range[1]:g}]; "
+                               f"expected features in that range")
+        label = row[-1]
+        if label != int(label) or not 0 <= label < n_classes:
+            raise DatasetError(f"{path}: line {n}: label {cells[-1].strip()!r}; expected a class in 0..{n_classes - 1}")
+        rows.append(row)
+    if not rows:
+        raise DatasetError(f"{path}: rows: none; expected at least one sample")
+    raw = np.asarray(rows, dtype=np.float64)
+    return raw[:, :-1], raw[:, -1].astype(np.int64)
 
 
-def _load_iris() -> Dataset:
-    raw = np.loadtxt(_bundled("iris.csv"), delimiter=",", skiprows=1, dtype=np.float64)
-    x, y = raw[:, :4], raw[:, 4].astype(np.int64)
+def _csv_source(name: str, data_dir: Path | None) -> Path:
+    """<data_dir>/<name> when the user supplies one, else the bundled copy."""
+    if data_dir is not None and (data_dir / name).is_file():
+        return data_dir / name
+    return _bundled(name)
+
+
+def _load_digits(data_dir: Path | None = None) -> Dataset:
+    x, y = read_csv(_csv_source("digits.csv.gz", data_dir), 64, 10, feature_range=(0.0, 16.0))
+    return Dataset("digits", *_stratified_split((x / 16.0).astype(np.float32), y, 0.2, seed=0), n_classes=10)
+
+
+def _load_iris(data_dir: Path | None = None) -> Dataset:
+    x, y = read_csv(_csv_source("iris.csv", data_dir), 4, 3, skiprows=1)
     xtr, ytr, xte, yte = _stratified_split(x, y, 0.5, seed=0)
     lo, hi = xtr.min(0), xtr.max(0)
+    if np.any(hi <= lo):
+        raise DatasetError(f"{_csv_source('iris.csv', data_dir)}: features: a constant column; expected every "
+                           "feature to vary")
     scale = lambda a: np.clip((a - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)  # noqa: E731
     return Dataset("iris", scale(xtr), ytr, scale(xte), yte, n_classes=3)
 
@@ -192,8 +275,8 @@ def _load_mnist(data_dir: Path | None) -> Dataset:
 
 #: name -> loader(data_dir) ; plugin modules add more with register_dataset
 DATASET_LOADERS: dict[str, Callable[[Path | None], Dataset]] = {
-    "digits": lambda d: _load_digits(),
-    "iris": lambda d: _load_iris(),
+    "digits": _load_digits,
+    "iris": _load_iris,
     "mnist": _load_mnist,
 }
 #: modules that register further datasets when imported
@@ -209,10 +292,18 @@ def register_dataset(name: str) -> Callable[[Callable[[Path | None], Dataset]], 
     return deco
 
 
+def dataset_names() -> list[str]:
+    """Every registered dataset name (plugins loaded)."""
+    import_plugins(DATASET_PLUGINS)
+    return sorted(DATASET_LOADERS)
+
+
 def load_dataset(name: str, data_dir: Path | str | None = None) -> Dataset:
-    """Load a dataset by name: digits and iris are bundled; mnist reads IDX files from data_dir."""
+    """Load a dataset by name: digits and iris are bundled (or CSVs of that name in data_dir); mnist reads IDX."""
     if name not in DATASET_LOADERS:
         import_plugins(DATASET_PLUGINS)
     if name not in DATASET_LOADERS:
-        raise DatasetError(f"unknown dataset '{name}'; expected one of: {', '.join(sorted(DATASET_LOADERS))}")
+        raise DatasetError(f"dataset: unknown dataset {name!r}; expected one of: {', '.join(sorted(DATASET_LOADERS))}")
+    if data_dir is not None and Path(data_dir).exists() and not Path(data_dir).is_dir():
+        raise DatasetError(f"{data_dir}: --data-dir: a file; expected a directory holding dataset files")
     return DATASET_LOADERS[name](Path(data_dir) if data_dir else None)

@@ -3,35 +3,72 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Sequence
+
+from lightloop.atomic_io import atomic_write_bytes
+from lightloop.errors import RunFolderError
 
 __all__ = ["MetricsLog", "plot_learning_curve"]
 
 
 class MetricsLog:
-    """Append-only JSON-lines log; each line is flushed and fsynced."""
+    """Append-only JSON-lines log; each line goes out in one os.write on an O_APPEND descriptor, then fsync."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, record: dict[str, Any]) -> None:
-        """Append one record."""
-        import os
+        """Append one record (a crash leaves either the whole line or a torn tail that repair() drops)."""
+        data = (json.dumps(record) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            written = os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if written != len(data):
+            raise RunFolderError(f"{self.path}: short write ({written} of {len(data)} bytes); disk full?")
 
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+    def repair(self) -> bool:
+        """Drop an incomplete last line (a process killed mid-append); keep the rest; True if something was dropped."""
+        if not self.path.exists():
+            return False
+        raw = self.path.read_bytes()
+        if not raw or raw.endswith(b"\n"):
+            return False
+        atomic_write_bytes(self.path, raw[: raw.rfind(b"\n") + 1])
+        return True
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every record of the log (one-line error naming the line if one is not a JSON object)."""
+        return [rec for _, rec in self._lines()]
+
+    def _lines(self) -> list[tuple[str, dict[str, Any]]]:
+        if not self.path.exists():
+            return []
+        out = []
+        for i, ln in enumerate(self.path.read_text(errors="replace").splitlines(), 1):
+            if not ln.strip():
+                continue
+            try:
+                rec = json.loads(ln)
+            except ValueError:
+                rec = None
+            if not isinstance(rec, dict) or not isinstance(rec.get("epoch", 0), int):
+                raise RunFolderError(f"{self.path}: line {i}: expected a JSON object with an integer epoch")
+            out.append((ln, rec))
+        return out
 
     def truncate_after(self, epoch: int) -> None:
-        """Drop epoch records after `epoch` (used on resume so the log matches the checkpoint)."""
+        """Repair a torn tail, then drop epoch records after `epoch` (on resume, so the log matches the checkpoint)."""
         if not self.path.exists():
             return
-        keep = [ln for ln in self.path.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("epoch", 0) <= epoch]
-        self.path.write_text("".join(ln + "\n" for ln in keep))
+        self.repair()
+        keep = [ln for ln, rec in self._lines() if rec.get("epoch", 0) <= epoch]
+        atomic_write_bytes(self.path, "".join(ln + "\n" for ln in keep).encode())
 
 
 def plot_learning_curve(history: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:

@@ -10,14 +10,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from lightloop.errors import LightloopError
+from lightloop.errors import LightloopError, RunFolderError
 from lightloop.hal.processor import OpticalProcessor
-from lightloop.training.checkpoint import load_checkpoint, save_checkpoint
+from lightloop.training.checkpoint import load_training_checkpoint, save_checkpoint
 from lightloop.training.datasets import Dataset, one_hot
 from lightloop.training.gradients import GradientMethod
 from lightloop.training.losses import Loss, MSELoss, make_loss
 from lightloop.training.optimizers import Optimizer
 from lightloop.training.reporting import MetricsLog, plot_learning_curve
+from lightloop.training.run_folder import RunFolder
 
 __all__ = ["TrainSettings", "TrainResult", "Trainer", "evaluate", "predict"]
 
@@ -83,11 +84,16 @@ class Trainer:
     def __init__(self, processor: OpticalProcessor, method: GradientMethod, optimizer: Optimizer,
                  settings: TrainSettings, out_dir: Path | str | None = None, tag: str = "",
                  hooks: Sequence[Callable[[dict[str, Any]], None]] = (),
-                 eval_hooks: Sequence[Callable[[int, NDArray], None]] = ()):
+                 eval_hooks: Sequence[Callable[[int, NDArray], None]] = (),
+                 run: RunFolder | None = None, accept_change: bool = False):
         method.check(processor)
         method.loss = make_loss(settings.loss)
         self.processor, self.method, self.optimizer, self.settings = processor, method, optimizer, settings
-        self.out_dir = Path(out_dir) if out_dir else None
+        # the run folder: locked for the run, refused without resume if it holds results, fingerprint checked
+        # on resume; a caller that opened (and locked) it already passes `run`, else fit() opens out_dir itself
+        self.run = run
+        self.out_dir = run.path if run is not None else (Path(out_dir) if out_dir else None)
+        self.accept_change = accept_change
         self.tag = tag
         # called after every update with {epoch, step, global_step, loss, params}; a bench may attach its own
         # upkeep (e.g. scheduled re-calibration) as processor.step_hooks
@@ -104,8 +110,35 @@ class Trainer:
                 "rng": rng.bit_generator.state, "processor": self.processor.snapshot(),
                 "history": history, "best": best, "tag": self.tag}
 
+    def fingerprint(self, data: Dataset) -> dict[str, Any]:
+        """What a resume must match: data shape, layer sizes, gradient method, optimizer and loop settings."""
+        s, opt = self.settings, self.optimizer
+        return {"trainer": {
+            "dataset": data.name, "n_train": int(data.x_train.shape[0]), "n_test": int(data.x_test.shape[0]),
+            "n_features": int(data.n_features), "n_classes": int(data.n_classes),
+            "parameter_shapes": [list(p) for p in self.processor.parameter_shapes()],
+            "gradient_method": getattr(self.method, "name", type(self.method).__name__),
+            "optimizer": type(opt).__name__, "lr": opt.lr,
+            **{k: getattr(opt, k) for k in ("momentum", "b1", "b2", "eps") if hasattr(opt, k)},
+            "loss": s.loss, "batch_size": s.batch_size, "seed": s.seed, "init_scale": s.init_scale}}
+
     def fit(self, data: Dataset, resume: bool = False) -> TrainResult:
         """Train for settings.epochs epochs (continuing from the checkpoint when resume is set)."""
+        if self.run is not None:
+            if resume != self.run.resume:
+                raise RunFolderError(f"{self.run.path}: fit(resume={resume}) on a run folder opened with "
+                                     f"resume={self.run.resume}")
+            self.run.verify(self.fingerprint(data))
+            return self._fit(data, resume)
+        if self.out_dir is None:
+            if resume:
+                raise RunFolderError("resume: expected an output folder holding a checkpoint, got none")
+            return self._fit(data, False)
+        with RunFolder(self.out_dir, resume=resume, accept_change=self.accept_change) as run:
+            run.verify(self.fingerprint(data))
+            return self._fit(data, resume)
+
+    def _fit(self, data: Dataset, resume: bool) -> TrainResult:
         s = self.settings
         rng = np.random.default_rng(s.seed)
         params = self.processor.init_parameters(rng, s.init_scale)
@@ -114,14 +147,18 @@ class Trainer:
         start = 1
         ckpt = self.out_dir / "checkpoint.npz" if self.out_dir else None
         log = MetricsLog(self.out_dir / "metrics.jsonl") if self.out_dir else None
-        if resume and ckpt is not None and ckpt.exists():
-            st = load_checkpoint(ckpt)
+        if resume and ckpt is not None:
+            st = load_training_checkpoint(ckpt)
             if [tuple(p.shape) for p in st["params"]] != [tuple(p) for p in self.processor.parameter_shapes()]:
-                raise LightloopError(f"{ckpt}: checkpoint parameter shapes do not match this processor")
+                raise RunFolderError(f"{ckpt}: params: checkpoint parameter shapes do not match this processor")
             params = [np.asarray(p, np.float32) for p in st["params"]]
-            self.optimizer.load_state_dict(st["optimizer"])
-            rng.bit_generator.state = st["rng"]
-            self.processor.restore(st["processor"])
+            for key, restore in (("optimizer", self.optimizer.load_state_dict), ("processor", self.processor.restore),
+                                 ("rng", lambda v: setattr(rng.bit_generator, "state", v))):
+                try:
+                    restore(st[key])
+                except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+                    raise RunFolderError(f"{ckpt}: {key}: does not fit this run ({type(exc).__name__}: "
+                                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
             history, best, start = st["history"], st["best"], int(st["epoch"]) + 1
             if log:
                 log.truncate_after(start - 1)

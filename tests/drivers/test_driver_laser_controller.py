@@ -108,3 +108,23 @@ def test_real_hardware_read_only(unique_name):
         inst.check_errors()
     finally:
         inst.close()
+
+
+def test_verified_current_write_is_one_compound_transaction(unique_name):
+    """Issue 11 defect 6: ``SOUR:CURR x;SOUR:CURR?`` returns what the controller holds."""
+    from lightloop.simulators.wire.laser_controller import LaserControllerTwin
+    from lightloop.simulators.wire.server import WireTwinServer
+
+    twin = LaserControllerTwin("laser")
+    with WireTwinServer([twin]) as server:
+        laser = LaserDiodeController(unique_name("laser"), server.address("laser"), visalib="@py", device_clear=False)
+        try:
+            server.log.clear()
+            assert laser.set_current_verified(0.05) == 0.05
+            twin.lose_writes = 1
+            assert laser.set_current_verified(0.06) == 0.05
+            assert server.log.commands("laser") == ["SOUR:CURR 0.05;SOUR:CURR?", "SOUR:CURR 0.06;SOUR:CURR?"]
+            twin.front_panel(limit=0.5, current=0.3)                # outside the driver's validator: cache dropped
+            assert laser.set_current_verified(0.07) == 0.07
+        finally:
+            laser.close()

@@ -297,3 +297,21 @@ def test_real_hardware_read_only(unique_name):
         assert len(voltages) == inst.n_channels
     finally:
         inst.close()
+
+
+def test_batched_write_with_read_back_is_one_pipelined_transaction(unique_name):
+    """Issue 11 defect 6: ``V{c}=..`` then ``V{c}?`` in one write; a refused channel shows in the read-back."""
+    from lightloop.simulators.wire.qontrol_heater import QontrolTwin
+    from lightloop.simulators.wire.server import WireTwinServer
+
+    twin = QontrolTwin("heat", 3, vmax=6.0)
+    with WireTwinServer([twin]) as server:
+        q = QontrolHeater(unique_name("heat"), server.address("heat"), timeout=1.0)
+        try:
+            server.log.clear()
+            assert q.set_voltages({0: 1.25, 2: 2.5}, readback=True) == [1.25, 2.5]
+            assert server.log.commands("heat") == ["V0=1.2500", "V2=2.5000", "V0?", "V2?"]
+            twin.vmax[2] = 1.0                                        # lowered behind the driver's back
+            assert q.set_voltages({2: 3.0}, readback=True) == [2.5]   # E07 is not raised: the read-back tells
+        finally:
+            q.close()

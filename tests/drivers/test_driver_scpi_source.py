@@ -217,3 +217,20 @@ def test_real_hardware_read_only(unique_name):
         inst.check_errors()
     finally:
         inst.close()
+
+
+def test_batched_write_with_read_back_is_one_transaction(unique_name):
+    """Issue 11 defect 6: ``;:SOUR:VOLT? (@..)`` replaces ``;*OPC?``: the same round trip returns the set-points."""
+    from lightloop.simulators.wire.scpi_source import ScpiSourceTwin
+    from lightloop.simulators.wire.server import WireTwinServer
+
+    twin = ScpiSourceTwin("src", 3)
+    with WireTwinServer([twin]) as server:
+        src = ScpiSource(unique_name("src"), server.address("src"), visalib="@py", n_channels=3, device_clear=False)
+        try:
+            server.log.clear()
+            assert src.set_voltages([1.5, -2.0], [1, 3], readback=True) == [1.5, -2.0]
+            assert server.log.commands("src") == [":SOUR:VOLT 1.5,-2,(@1,3);:SOUR:VOLT? (@1,3)"]
+            assert twin.volts.tolist() == [1.5, 0.0, -2.0]
+        finally:
+            src.close()

@@ -97,3 +97,28 @@ def test_real_hardware_read_only(unique_name):
         inst.check_errors()
     finally:
         inst.close()
+
+
+def test_verified_set_point_and_state_are_one_compound_transaction_each(unique_name):
+    """Issue 11 defect 6: the write carries its read-back (``SOUR:TEMP x;SOUR:TEMP?``), the state is one query."""
+    from lightloop.simulators.wire.server import WireTwinServer
+    from lightloop.simulators.wire.temperature_controller import TemperatureControllerTwin
+
+    twin = TemperatureControllerTwin("tc")
+    with WireTwinServer([twin]) as server:
+        tc = TemperatureController(unique_name("tc"), server.address("tc"), visalib="@py", device_clear=False)
+        try:
+            server.log.clear()
+            assert tc.set_setpoint_verified(310.5) == 310.5
+            twin.lose_setpoints = 1
+            assert tc.set_setpoint_verified(320.0) == 310.5          # lost: the read-back tells
+            state = tc.read_state()
+            assert state == {"temperature": pytest.approx(293.15), "output": False, "ramp_on": True, "ramp_rate": 5.0,
+                             "setpoint": 310.5}
+            assert server.log.commands("tc") == ["SOUR:TEMP 310.5;SOUR:TEMP?", "SOUR:TEMP 320;SOUR:TEMP?",
+                                                 "MEAS:TEMP?;OUTP?;SOUR:TEMP:RAMP:STAT?;SOUR:TEMP:RAMP:RATE?;SOUR:TEMP?"]
+            with pytest.raises(ValueError):
+                tc.set_setpoint_verified(500.0)                     # validated before anything is sent
+            assert len(server.log.commands("tc")) == 3
+        finally:
+            tc.close()

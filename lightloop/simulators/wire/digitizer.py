@@ -61,6 +61,11 @@ class DigitizerTwin(ScpiDevice):
         self.coup = ["DC"] * self.n
         self.records: dict[int, NDArray[np.floating[Any]]] = {}
 
+    def reboot(self) -> None:
+        """Power cycle: default settings (record length, format, ranges), no records, empty error queue."""
+        self.reset()
+        self.errors.clear()
+
     def _ch(self, text: str) -> int:
         c = int(text)
         if not 1 <= c <= self.n:

@@ -49,6 +49,12 @@ class LoopbackALP:
                      "AlpProjHalt", "AlpSeqFree", "AlpDevHalt", "AlpDevFree"):
             setattr(self, name, self._wrap(name, getattr(self, "_" + name)))
 
+    def reboot(self) -> None:
+        """Power cycle: the device drops offline (calls return ALP_NOT_ONLINE until re-allocated), mirrors all off."""
+        self.allocated = self.projecting = False
+        if self.on_frame is not None:
+            self.on_frame(np.zeros((self.height, self.width), dtype=bool))
+
     def loader(self, path: str) -> "LoopbackALP":
         """Use as ``DMDController(name, path, loader=sdk.loader)``."""
         return self

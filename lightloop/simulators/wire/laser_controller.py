@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from typing import Any
 
 from lightloop.simulators.wire._scpi import ScpiDevice, _fmt, _parse_bool
 
@@ -10,7 +12,12 @@ __all__ = ["LaserControllerTwin"]
 
 
 class LaserControllerTwin(ScpiDevice):
-    """Laser diode current source + TEC; optical power from a linear P-I model; `on_change()` after any change."""
+    """Laser diode current source + TEC; optical power from a linear P-I model; `on_change()` after any change.
+
+    Monitors: currents (and the current limit) above the envelope, and - while emitting - steps larger than
+    the ramp step measured from the present set-point, output switched on above one ramp step. `reboot()` =
+    power cycle; `front_panel(...)` moves state behind the HAL's back; `lose_writes = n` ignores n set-points.
+    """
 
     idn = "lightloop,WIRE-TWIN-LASER,0,1.0"
 
@@ -36,8 +43,32 @@ class LaserControllerTwin(ScpiDevice):
     def reset(self) -> None:
         self.current, self.limit, self.output = 0.0, min(0.2, self.i_max), False
         self.tec_setpoint, self.tec_output = 298.15, False
+        self.lose_writes = 0
         if self.on_change is not None:
             self.on_change()
+
+    def _locked(self) -> Any:
+        return self.server.lock if self.server is not None else contextlib.nullcontext()
+
+    def reboot(self) -> None:
+        """Power cycle: output off, set-point 0 A, current limit back to the hardware maximum, TEC off."""
+        with self._locked():
+            self.current, self.limit, self.output = 0.0, self.i_max, False
+            self.tec_setpoint, self.tec_output = 298.15, False
+            if self.on_change is not None:
+                self.on_change()
+
+    def front_panel(self, current: float | None = None, output: bool | None = None, limit: float | None = None) -> None:
+        """Change state by hand (not on the wire: no monitor sees it)."""
+        with self._locked():
+            if limit is not None:
+                self.limit = float(limit)
+            if current is not None:
+                self.current = float(current)
+            if output is not None:
+                self.output = bool(output)
+            if self.on_change is not None:
+                self.on_change()
 
     def emitting_current(self) -> float:
         """Current through the diode (A): the set-point while the output is on."""
@@ -58,6 +89,9 @@ class LaserControllerTwin(ScpiDevice):
             self.violation(f"current step {self.current} -> {value} A exceeds the ramp step {self.max_step_envelope} A")
         if not 0 <= value <= min(self.i_max, self.limit):
             self.error(-222, "Data out of range")
+            return
+        if self.lose_writes > 0:
+            self.lose_writes -= 1
             return
         self.current = value
         if self.on_change is not None:

@@ -17,7 +17,7 @@ class PowerMeterTwin(ScpiDevice):
     def __init__(self, name: str, power: Callable[[], float], fraction: float = 1.0) -> None:
         super().__init__(name)
         self._power, self.fraction = power, float(fraction)
-        self.wavelength, self.auto, self.range, self.averaging = 780.0, True, 0.01, 1
+        self.reboot()
         self.prop("SENS:POW:UNIT", set=lambda a: None)
         self.prop("MEAS:POW", get=lambda: _fmt(self.fraction * self._power()))
         self.prop("SENS:CORR:WAV", get=lambda: _fmt(self.wavelength), set=lambda a: setattr(self, "wavelength", float(a)))
@@ -26,3 +26,8 @@ class PowerMeterTwin(ScpiDevice):
         self.prop("SENS:POW:RANG", get=lambda: _fmt(self.range), set=lambda a: setattr(self, "range", float(a)))
         self.prop("SENS:AVER:COUN", get=lambda: str(self.averaging), set=lambda a: setattr(self, "averaging", int(a)))
         self.pattern(r"SENS:CORR:COLL:ZERO", lambda m: None)
+
+    def reboot(self) -> None:
+        """Power cycle: default wavelength (nm), auto range, range (W) and averaging; empty error queue."""
+        self.wavelength, self.auto, self.range, self.averaging = 780.0, True, 0.01, 1
+        self.errors.clear()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import contextlib
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -17,6 +19,8 @@ class QontrolTwin(ScpiDevice):
     """Qontrol-style heater driver: ``V3=1.2500`` -> ``OK``; currents (mA) from heater resistances.
 
     `on_change(volts)` receives the whole voltage vector (V) after every accepted voltage write.
+    Monitors: voltages outside the envelope, steps larger than the ramp step from the present voltage.
+    `reboot()` = power cycle; `front_panel(channel, volts)` moves a channel behind the HAL's back.
     """
 
     transport = "serial"
@@ -29,10 +33,29 @@ class QontrolTwin(ScpiDevice):
         self.n = int(n_channels)
         self.resistance = np.broadcast_to(np.asarray(resistance_ohm, np.float64), (self.n,)).copy()
         self.volts = np.zeros(self.n)
+        self.vmax_hw, self.imax_hw = float(vmax), float(imax_ma)
         self.vmax = np.full(self.n, float(vmax))
         self.imax = np.full(self.n, float(imax_ma))
         self.on_change, self.identity = on_change, identity
         self.envelope, self.max_step_envelope = envelope, max_step_envelope
+
+    def _locked(self) -> Any:
+        return self.server.lock if self.server is not None else contextlib.nullcontext()
+
+    def reboot(self) -> None:
+        """Power cycle: every channel 0 V, VMAX and IMAX back to the hardware maximum."""
+        with self._locked():
+            self.volts[:] = 0.0
+            self.vmax[:], self.imax[:] = self.vmax_hw, self.imax_hw
+            if self.on_change is not None:
+                self.on_change(self.volts.copy())
+
+    def front_panel(self, channel: int, volts: float) -> None:
+        """Set channel `channel` (from 0) by hand (not on the wire: no monitor sees it)."""
+        with self._locked():
+            self.volts[self._chan(str(channel))] = float(volts)
+            if self.on_change is not None:
+                self.on_change(self.volts.copy())
 
     def handle_line(self, line: str) -> bytes | None:
         self.log(line)

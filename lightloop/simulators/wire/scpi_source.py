@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import contextlib
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +17,12 @@ _CHLIST = r"\(@([0-9,\s]+)\)"
 
 
 class ScpiSourceTwin(ScpiDevice):
-    """Multichannel voltage source (channels from 1); `on_change(channel, volts_at_output)` on every change."""
+    """Multichannel voltage source (channels from 1); `on_change(channel, volts_at_output)` on every change.
+
+    Monitors: set-points outside the envelope; steps larger than the ramp step measured from the channel's
+    present set-point while its relay is closed; relays closed above one step. `reboot()` = power cycle,
+    `front_panel(channel, volts, output)` moves a channel behind the HAL's back.
+    """
 
     idn = "lightloop,WIRE-TWIN-SOURCE,0,1.0"
 
@@ -48,6 +55,26 @@ class ScpiSourceTwin(ScpiDevice):
         if self.on_change is not None:
             for c in range(self.n):
                 self.on_change(c + 1, 0.0)
+
+    def _locked(self) -> Any:
+        return self.server.lock if self.server is not None else contextlib.nullcontext()
+
+    def reboot(self) -> None:
+        """Power cycle: every channel 0 V with its relay open, compliance back to the hardware maximum."""
+        with self._locked():
+            self.reset()
+            self.ilim[:] = self.i_max
+
+    def front_panel(self, channel: int, volts: float | None = None, output: bool | None = None) -> None:
+        """Change channel `channel` (from 1) by hand (not on the wire: no monitor sees it)."""
+        with self._locked():
+            c = self._ch(str(channel))
+            if volts is not None:
+                self.volts[c] = float(volts)
+            if output is not None:
+                self.outputs[c] = bool(output)
+            if self.on_change is not None:
+                self.on_change(c + 1, self.output_volts(c))
 
     def _ch(self, text: str) -> int:
         c = int(text)

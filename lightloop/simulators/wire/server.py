@@ -6,26 +6,65 @@ Every command any endpoint receives is appended to a :class:`WireLog` (time, ins
 text), and every value an endpoint finds outside its configured safety envelope is appended to
 ``WireLog.violations`` - the evidence the safety property test checks.
 
-Fault injection (for tests and for rehearsing lab failures) is per instrument:
-:meth:`WireTwinServer.drop` (reset the connection after N more commands, optionally resetting the next
-connections right after accepting them), :meth:`WireTwinServer.garbage` (answer the next query with garbage), :meth:`WireTwinServer.silence`
-(swallow the next query so the client times out) and :meth:`WireTwinServer.set_down` (close the
-listener: connections are refused until it is brought back up on the same port).
+Scripted faults: ``drop`` (reset after N commands, refuse reconnects), ``garbage``, ``silence`` (no reply),
+``set_down`` (listener closed), ``reboot`` (power-on defaults, links closed). Random faults
+(:class:`FaultPlan`, ``set_faults``): each transaction draws at most one fault from a seeded per-instrument
+generator: drop (executed, then the link reset), timeout (no reply), garbage (a junk reply line),
+bad_reading (a number of a reply -> NaN or +-9.9E37, SCPI overrange) or reboot. A reply fault drawn for a
+command without a reply (or number) waits for the next one; ``Endpoint.injected`` counts what was applied.
 """
 
 from __future__ import annotations
 
+import re
 import selectors
 import socket
 import struct
 import threading
 import time
-from collections.abc import Iterable
+import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["WireRecord", "WireLog", "Endpoint", "Session", "DropConnection", "WireTwinServer", "LOOPBACK"]
+import numpy as np
+
+__all__ = ["WireRecord", "WireLog", "Endpoint", "Session", "DropConnection", "WireTwinServer", "LOOPBACK",
+           "FAULT_KINDS", "FaultPlan"]
 
 LOOPBACK = "127.0.0.1"
+FAULT_KINDS = ("drop", "timeout", "garbage", "bad_reading", "reboot")
+_GARBAGE, _BAD_NUMBERS = (b"#!garbage!#", b"\x7f\x7f?", b"1,2,3,x", b"OK OK", b"\x00\x00#\x00"), ("nan", "9.9E37", "-9.9E37")
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """Per-transaction fault probabilities (each in [0, 1], sum <= 1), their seed, optionally only some instruments."""
+
+    drop: float = 0.0
+    timeout: float = 0.0
+    garbage: float = 0.0
+    bad_reading: float = 0.0
+    reboot: float = 0.0
+    seed: int = 0
+    instruments: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        p = self.probabilities
+        if any(not 0.0 <= v <= 1.0 for v in p.values()) or sum(p.values()) > 1.0 + 1e-12:
+            raise ValueError(f"fault probabilities {p}: expected each in [0, 1] and a sum <= 1")
+        if self.seed < 0:
+            raise ValueError(f"fault seed {self.seed}: expected an integer >= 0")
+
+    @classmethod
+    def uniform(cls, rate: float, seed: int = 0, **overrides: float) -> "FaultPlan":
+        """Total probability `rate` per transaction, split equally over the five kinds (overrides per kind)."""
+        return cls(**{k: float(overrides.get(k, rate / len(FAULT_KINDS))) for k in FAULT_KINDS}, seed=int(seed))
+
+    @property
+    def probabilities(self) -> dict[str, float]:
+        """{kind: probability per transaction}."""
+        return {k: float(getattr(self, k)) for k in FAULT_KINDS}
+
 
 
 @dataclass(frozen=True)
@@ -44,8 +83,7 @@ class WireLog:
         self._lock = threading.Lock()
         self.records: list[WireRecord] = []
         self.violations: list[str] = []
-        self.max_records = max_records
-        self.dropped_records = 0
+        self.max_records, self.dropped_records = max_records, 0
 
     def add(self, instrument: str, command: str) -> None:
         """Append one command (the log is bounded; beyond max_records only a counter grows)."""
@@ -68,16 +106,13 @@ class WireLog:
     def count(self, instrument: str | None = None) -> int:
         """Number of commands received (optionally by one instrument)."""
         with self._lock:
-            if instrument is None:
-                return len(self.records) + self.dropped_records
-            return sum(1 for r in self.records if r.instrument == instrument)
+            return (len(self.records) + self.dropped_records if instrument is None
+                    else sum(1 for r in self.records if r.instrument == instrument))
 
     def clear(self) -> None:
         """Forget records and violations."""
         with self._lock:
-            self.records.clear()
-            self.violations.clear()
-            self.dropped_records = 0
+            self.records, self.violations, self.dropped_records = [], [], 0
 
 
 class DropConnection(Exception):
@@ -110,6 +145,32 @@ class Endpoint:
         self.name = name
         self.server: WireTwinServer | None = None
         self.faults = _Faults()
+        self.injected: dict[str, int] = {k: 0 for k in FAULT_KINDS}   # random (and scripted reboot) faults applied
+        self._rng: np.random.Generator | None = None
+        self._cum: np.ndarray | None = None
+        # drawn per transaction: for its reply (timeout, garbage, bad_reading) / after it (drop, reboot; the server's)
+        self._reply_fault: str | None = None
+        self.post_fault: str | None = None
+
+    def arm_faults(self, plan: FaultPlan | None) -> None:
+        """Draw random faults per transaction from `plan` (None or all zero: off); seeded by (seed, name)."""
+        self._reply_fault = self.post_fault = None
+        if plan is None or not any(plan.probabilities.values()) or self.name not in (plan.instruments or [self.name]):
+            self._rng = self._cum = None
+            return
+        self._rng = np.random.default_rng([plan.seed, zlib.crc32(self.name.encode())])
+        self._cum = np.cumsum([plan.probabilities[k] for k in FAULT_KINDS])
+
+    def _draw(self) -> None:
+        k = int(np.searchsorted(self._cum, self._rng.random(), side="right"))  # type: ignore[arg-type, union-attr]
+        kind = FAULT_KINDS[k] if k < len(FAULT_KINDS) else None
+        if kind in ("timeout", "garbage", "bad_reading"):   # a command without a reply passes it on to the next reply
+            self._reply_fault = kind if self._reply_fault in (None, "bad_reading") else self._reply_fault
+        elif kind in ("drop", "reboot"):
+            self.post_fault = self.post_fault or kind
+
+    def reboot(self) -> None:
+        """Power cycle: restore power-on defaults (twins override; the server closes the connections)."""
 
     # hooks used by sessions --------------------------------------------------------------------------
     def log(self, command: str) -> None:
@@ -122,6 +183,8 @@ class Endpoint:
             if f.drop_after <= 0:
                 f.drop_after = None
                 raise DropConnection(f"{self.name}: injected drop")
+        if self._rng is not None:
+            self._draw()
 
     def violation(self, text: str) -> None:
         """Record a safety-envelope violation seen on the wire."""
@@ -137,18 +200,38 @@ class Endpoint:
         if f.garbage > 0:
             f.garbage -= 1
             return f.garbage_text + b"\n"
-        return reply
+        kind = self._reply_fault
+        if kind is None or self._rng is None or self.post_fault is not None:
+            return reply
+        out = None if kind == "timeout" else (_GARBAGE[int(self._rng.integers(len(_GARBAGE)))] + b"\n"
+                                              if kind == "garbage" else self._bad_number(reply))
+        if out is None and kind == "bad_reading":
+            return reply       # no number in this reply: the bad reading waits for a numeric reply
+        self._reply_fault = None
+        self.injected[kind] += 1
+        return out
+
+    def _bad_number(self, reply: bytes) -> bytes | None:
+        """The reply with one of its numbers replaced by NaN or +-9.9E37; None when it is not a numeric reply."""
+        if reply[:1] == b"#" or len(reply) > 4096:
+            return None
+        parts = re.split(r"([,;])", reply.decode("latin-1").strip())   # numbers at even indices, separators between
+        try:
+            [float(x) for x in parts[::2]]
+        except ValueError:
+            return None
+        assert self._rng is not None
+        k = 2 * int(self._rng.integers(len(parts[::2])))
+        parts[k] = _BAD_NUMBERS[int(self._rng.integers(len(_BAD_NUMBERS)))]
+        return "".join(parts).encode("latin-1") + b"\n"
 
     def session(self) -> Session:  # pragma: no cover - interface
         raise NotImplementedError
 
     def address(self, host: str, port: int) -> str:
         """The address a driver uses to reach this endpoint."""
-        if self.transport == "visa":
-            return f"TCPIP::{host}::{port}::SOCKET"
-        if self.transport == "serial":
-            return f"socket://{host}:{port}"
-        return f"{host}:{port}"
+        forms = {"visa": f"TCPIP::{host}::{port}::SOCKET", "serial": f"socket://{host}:{port}"}
+        return forms.get(self.transport, f"{host}:{port}")
 
 
 @dataclass
@@ -190,6 +273,7 @@ class WireTwinServer:
         self._pending: list[tuple[str, bool, bool, threading.Event]] = []
         self._pending_lock = threading.Lock()
         self.errors: list[str] = []
+        self.on_stop: list[Callable[["WireTwinServer"], None]] = []   # called once by stop(), after the thread ended
         self._rxbuf = bytearray(1 << 18)
         self._rxview = memoryview(self._rxbuf)
         for e in self.endpoints.values():
@@ -236,6 +320,9 @@ class WireTwinServer:
             self._thread.join(timeout=5)
             self._thread = None
         self._close_all()
+        hooks, self.on_stop = self.on_stop, []
+        for fn in hooks:
+            fn(self)
 
     def __enter__(self) -> "WireTwinServer":
         return self.start()
@@ -276,6 +363,29 @@ class WireTwinServer:
     def silence(self, name: str, count: int = 1) -> None:
         """Send no reply to the next `count` queries of `name` (the client times out)."""
         self.endpoints[name].faults.silence = int(count)
+
+    def reboot(self, name: str) -> None:
+        """Power-cycle `name`: its twin restores power-on defaults and every open connection is closed."""
+        ep = self.endpoints[name]
+        with self.lock:
+            ep.reboot()
+            ep.injected["reboot"] += 1
+        self.disconnect(name)
+
+    def set_faults(self, plan: FaultPlan | None) -> None:
+        """Random per-transaction faults on every endpoint (or plan.instruments); None switches them off."""
+        if plan is not None and set(plan.instruments or ()) - set(self.endpoints):
+            raise KeyError(f"fault plan: instruments {sorted(set(plan.instruments or ()) - set(self.endpoints))} not served")
+        with self.lock:
+            for ep in self.endpoints.values():
+                ep.arm_faults(plan)
+
+    def fault_counts(self) -> dict[str, dict[str, int]]:
+        """Faults injected so far: {instrument: {kind: count}} plus 'total' {kind: count} over all instruments."""
+        with self.lock:
+            out = {n: {k: v for k, v in e.injected.items() if v} for n, e in self.endpoints.items() if any(e.injected.values())}
+            out["total"] = {k: sum(e.injected[k] for e in self.endpoints.values()) for k in FAULT_KINDS}
+            return out
 
     def disconnect(self, name: str) -> None:
         """Close every open connection of `name` now (the listener stays up)."""
@@ -410,6 +520,17 @@ class WireTwinServer:
         except Exception as exc:  # a bug in a twin must not kill the server thread: drop this link
             self.errors.append(f"{conn.endpoint.name}: {type(exc).__name__}: {exc}")
             self._close_conn(fd)
+            return
+        ep = conn.endpoint
+        if ep.post_fault is not None:   # drop / reboot drawn for a transaction just executed: no reply goes out
+            kind, ep.post_fault = ep.post_fault, None
+            with self.lock:
+                ep.injected[kind] += 1
+                if kind == "reboot":
+                    ep.reboot()
+            for other, c in list(self._conns.items()):
+                if other == fd or (kind == "reboot" and c.endpoint is ep):
+                    self._close_conn(other, abort=True)
             return
         if reply:
             conn.out.extend(reply)

@@ -78,6 +78,13 @@ class SLMTwin(Endpoint):
     def session(self) -> Session:
         return _SLMSession(self)
 
+    def reboot(self) -> None:
+        """Power cycle: the panel shows its power-on frame (every pixel at gray level 0) until a frame is sent."""
+        dtype = np.dtype(np.uint8) if self.bits <= 8 else np.dtype("<u2")
+        self.last = np.zeros((self.height, self.width), dtype=dtype)
+        if self.on_frame is not None:
+            self.on_frame(self.last)
+
     def frame(self, h: int, w: int, bits: int, payload: bytes) -> str:
         """Accept one frame; the reply line."""
         if (h, w, bits) != (self.height, self.width, self.bits):

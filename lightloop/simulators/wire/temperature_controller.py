@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 from lightloop.simulators.wire._scpi import ScpiDevice, _fmt, _parse_bool
 
@@ -17,6 +19,11 @@ class TemperatureControllerTwin(ScpiDevice):
     While the output is on, the reading moves toward the set-point at the ramp rate (or jumps when the
     ramp is off); while off it relaxes toward ambient at `cool_rate_k_per_min`. `time_scale` twin
     seconds pass per wall second. Every change of the reading is pushed to `on_temperature(kelvin)`.
+
+    Monitors (with an envelope): set-points and the over-temperature limit outside it, output on or
+    set-point writes while the output is on with the ramp off (or faster than allowed), output on away
+    from the last reported reading. `reboot()` = power cycle; `front_panel(...)` moves state behind the
+    HAL's back; `lose_setpoints = n` silently ignores the next n set-point writes (a lost write).
     """
 
     idn = "lightloop,WIRE-TWIN-TC,0,1.0"
@@ -44,7 +51,28 @@ class TemperatureControllerTwin(ScpiDevice):
         self.setpoint, self.limit, self.ramp_rate, self.ramp_on, self.output = self.ambient, 423.15, 5.0, True, False
         self.last_reported: float | None = None
         self.temperature = getattr(self, "temperature", self.ambient)
+        self.lose_setpoints = 0
         self._t = self._clock()
+
+    def _locked(self) -> Any:
+        return self.server.lock if self.server is not None else contextlib.nullcontext()
+
+    def reboot(self) -> None:
+        """Power cycle: output off, set-point = ambient, ramp OFF, over-temperature limit at the hardware maximum."""
+        with self._locked():
+            self.advance()
+            self.output, self.setpoint, self.ramp_on, self.limit = False, self.ambient, False, float(self.range[1])
+            self.last_reported = None
+
+    def front_panel(self, setpoint: float | None = None, output: bool | None = None, ramp_on: bool | None = None,
+                    ramp_rate: float | None = None, limit: float | None = None) -> None:
+        """Change state by hand (not on the wire: no monitor sees it)."""
+        with self._locked():
+            self.advance()
+            for key, value in (("setpoint", setpoint), ("output", output), ("ramp_on", ramp_on),
+                               ("ramp_rate", ramp_rate), ("limit", limit)):
+                if value is not None:
+                    setattr(self, key, value)
 
     def advance(self) -> float:
         """Move the twin clock to now; returns the reading (K) and pushes changes to the physics."""
@@ -89,6 +117,9 @@ class TemperatureControllerTwin(ScpiDevice):
         if not self.range[0] <= value <= min(self.range[1], self.limit):
             self.error(-222, "Data out of range")
             return
+        if self.lose_setpoints > 0:
+            self.lose_setpoints -= 1
+            return
         self.setpoint = value
 
     def _set_limit(self, arg: str) -> None:
@@ -119,9 +150,10 @@ class TemperatureControllerTwin(ScpiDevice):
     def _set_output(self, arg: str) -> None:
         on = _parse_bool(arg)
         self.advance()
-        if on and not self.output and self.envelope is not None:
-            if self.max_ramp_envelope is not None and (not self.ramp_on or self.ramp_rate > self.max_ramp_envelope + 1e-9):
+        if on and not self.output and (self.envelope is not None or self.max_ramp_envelope is not None):
+            if not self.ramp_on or (self.max_ramp_envelope is not None and self.ramp_rate > self.max_ramp_envelope + 1e-9):
                 self.violation(f"output on with ramp {'off' if not self.ramp_on else f'at {self.ramp_rate} K/min'}")
+        if on and not self.output and self.envelope is not None:
             # the ramp must start from a read-back: the set-point equals the last reading this device reported
             # (clamped into the configured limits)
             seen = self.last_reported

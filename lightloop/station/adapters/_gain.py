@@ -17,15 +17,37 @@ __all__ = ["GainControl", "WeightGain"]
 
 @dataclass
 class GainControl:
-    """Amplifier gain through a voltage-controlled amplifier: volts = gain * volts_per_gain on one bank channel."""
+    """Amplifier gain through a voltage-controlled amplifier: volts = gain * volts_per_gain on one bank channel.
+
+    A reconnect of the source (it may have rebooted to 0 V) marks the gain stale; :meth:`refresh` re-sends it.
+    """
 
     bank: SafeVoltageBank
     channel: int              # 0-based index in the bank
     volts_per_gain: float
+    gain: float | None = None     # last gain written (dimensionless)
+    stale: bool = False
+
+    def __post_init__(self) -> None:
+        link = getattr(self.bank.device, "link", None)
+        if link is not None:
+            link.on_connect(lambda drv: setattr(self, "stale", True))
 
     def set(self, gain: float) -> None:
         """Write the control voltage (limits and ramps enforced by the bank)."""
         self.bank.set_channels({self.channel: float(gain) * self.volts_per_gain})
+        self.gain, self.stale = float(gain), False
+
+    def refresh(self) -> bool:
+        """Re-send the last gain if the source reconnected (or just closed its link) since it was written; True
+        when it was re-sent."""
+        link = getattr(self.bank.device, "link", None)
+        if link is not None and self.gain is not None:
+            link.ensure_alive()
+        if not self.stale or self.gain is None:
+            return False
+        self.set(self.gain)
+        return True
 
 
 class WeightGain:
@@ -53,13 +75,18 @@ class WeightGain:
                               f"efficiency) but roles.weights.fixed_gain is {self._fixed:g}; expected equal values")
 
     def _resend(self, drv: Any) -> None:
-        """After a reconnect: show the last frame again (the panel may have been reset)."""
+        """After a reconnect: show the last frame again (the panel may have rebooted to its power-on frame)."""
         if self._last is not None:
             drv.write_frame(self._last)
             self.link.tick()
+            self.clock.changed()
 
     def _show(self, frame: Any) -> None:
-        """Upload a weight frame (one transaction), skipped when the panel already shows it."""
+        """Upload a weight frame (one transaction), skipped when the panel already shows it; a gain lost in a
+        reconnect of its source is re-sent first."""
+        if self._gain is not None and self._gain.refresh():
+            self._clock.changed()
+        self.link.ensure_alive()       # a panel that rebooted since the last upload gets its frame back first
         if self._last is not None and np.array_equal(frame, self._last):
             return
 

@@ -28,6 +28,10 @@ class OutputDevice:
 
         return self.link.run(label, op)
 
+    def on_reconnect(self, fn: Callable[[], None]) -> None:
+        """Run fn() after every reconnect, after the adapter's own limit set-up and before any other command."""
+        self.link.on_connect(lambda drv: fn())
+
     def read_output(self) -> bool:
         """``OUTP?``."""
         return bool(self._call("OUTP?", lambda d: d.output()))

@@ -38,8 +38,9 @@ class LaserControllerDevice(OutputDevice):
         """``SOUR:CURR?`` (A)."""
         return float(self._call("SOUR:CURR?", lambda d: d.current()))
 
-    def write_current(self, amps: float) -> None:
-        """``SOUR:CURR`` (A)."""
-        self._call("SOUR:CURR", lambda d: d.current(amps))
+    def write_current(self, amps: float) -> float:
+        """``SOUR:CURR x;SOUR:CURR?`` (A): write and read back in one transaction; returns the read-back."""
+        got = float(self._call("SOUR:CURR", lambda d: d.set_current_verified(amps)))
         if self.clock is not None:
             self.clock.changed()
+        return got

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,8 @@ __all__ = ["QontrolHeaterDevice"]
 
 class QontrolHeaterDevice:
     """VoltageDevice (hal.safety) and HeaterPort on a QontrolHeater: one pipelined transaction per call."""
+
+    resolution = 1e-4   # V: the wire carries 4 decimals
 
     def __init__(self, link: Link, limit: Range | None = None) -> None:
         self.link, self.name = link, link.name
@@ -34,8 +36,12 @@ class QontrolHeaterDevice:
 
     @property
     def epoch(self) -> int:
-        """Connection epoch (a reconnect invalidates read-back caches)."""
+        """Connection epoch (+1 on every reconnect)."""
         return self.link.epoch
+
+    def on_reconnect(self, fn: Callable[[], None]) -> None:
+        """Run fn() after every reconnect, after VMAX is lowered again."""
+        self.link.on_connect(lambda drv: fn())
 
     def read_voltages(self) -> NDArray[np.float64]:
         """``V0? ... V{n-1}?`` in one pipelined transaction (V)."""
@@ -46,13 +52,14 @@ class QontrolHeaterDevice:
 
         return self.link.run("V?", op)
 
-    def write_voltages(self, volts: Mapping[int, float]) -> None:
-        """``V{c}=...`` lines for the given channels in one pipelined transaction."""
-        def op(drv: Any) -> None:
-            drv.set_voltages({int(c): float(v) for c, v in volts.items()})
+    def write_voltages(self, volts: Mapping[int, float]) -> NDArray[np.float64]:
+        """``V{c}=...`` then ``V{c}?`` lines for the given channels (sorted) in one pipelined transaction: the read-back."""
+        def op(drv: Any) -> NDArray[np.float64]:
+            got = drv.set_voltages({int(c): float(volts[c]) for c in sorted(volts)}, readback=True)
             self.link.tick()
+            return np.asarray(got, np.float64)
 
-        self.link.run("V=", op)
+        return self.link.run("V=", op)
 
     # HeaterPort (raw; the HAL wraps this device in a SafeVoltageBank)
     def set_voltages(self, voltages: Sequence[float]) -> None:

@@ -47,6 +47,7 @@ class SLMFieldSource:
     def _send(self, drv: Any) -> None:
         drv.write_frame(self.frame)
         self.link.tick()
+        self.clock.changed()    # also after a reconnect: the panel may have shown its power-on frame meanwhile
 
     def write_fields(self, fields: NDArray[np.float32]) -> None:
         """Show a batch (batch, n) of signed fields (saturation units) as one frame sequence."""

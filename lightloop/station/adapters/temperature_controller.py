@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightloop.hal.safety import Range
+from lightloop.hal.safety import Range, TemperatureState
 from lightloop.station._clock import BenchClock
 from lightloop.station._link import Link
 from lightloop.station.adapters._output import OutputDevice
@@ -45,11 +45,16 @@ class TemperatureControllerDevice(OutputDevice):
         """``MEAS:TEMP?`` (K)."""
         return float(self._call("MEAS:TEMP?", lambda d: d.temperature()))
 
-    def write_setpoint(self, kelvin: float) -> None:
-        """``SOUR:TEMP`` (K)."""
-        self._call("SOUR:TEMP", lambda d: d.setpoint(kelvin))
+    def read_state(self) -> TemperatureState:
+        """``MEAS:TEMP?;OUTP?;SOUR:TEMP:RAMP:STAT?;SOUR:TEMP:RAMP:RATE?;SOUR:TEMP?`` in one transaction."""
+        return TemperatureState(**self._call("state?", lambda d: d.read_state()))
+
+    def write_setpoint(self, kelvin: float) -> float:
+        """``SOUR:TEMP x;SOUR:TEMP?`` (K): write and read back in one transaction; returns the read-back."""
+        got = float(self._call("SOUR:TEMP", lambda d: d.set_setpoint_verified(kelvin)))
         if self.clock is not None:
             self.clock.changed()
+        return got
 
     def configure_ramp(self, k_per_min: float) -> tuple[float, bool]:
         """Program and read back the controller's set-point ramp (rate K/min, enabled)."""
