@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from lightloop.cli import _layer_size, _seed, writable_dir
+from lightloop.cli import _layer_size, _seed, existing_dir, writable_dir
 from lightloop.errors import CalibrationError, ConfigError
 
 __all__ = ["register", "run_calibrate", "OPTIONS", "parse_options"]
@@ -131,7 +131,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-save", action="store_true", help="do not write records to the store")
     p.add_argument("--from-nominal", action="store_true", help="start from nominal maps, not the stored records")
     p.add_argument("--dataset", default=None, help="dataset whose shape sizes the bench (default: the config's)")
-    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--data-dir", type=existing_dir, default=None)
     p.add_argument("--hidden", type=_layer_size, nargs="+", default=None, metavar="N", help="hidden layer sizes")
     p.add_argument("--option", action="append", default=None, metavar="KEY=VALUE",
                    help="routine option, e.g. lut_levels=65 sweep_frames=128 temperatures=8 (repeatable); "
@@ -185,6 +185,8 @@ def run_calibrate(args: argparse.Namespace) -> dict[str, Any]:
     from lightloop.config import load_config
     from lightloop.training.datasets import load_dataset  # only for the dataset's shape (n_features, n_classes)
 
+    if args.plots is not None and args.no_plots:
+        raise ConfigError("--plots: given with --no-plots; expected one of the two")
     options = parse_options(args.option or [], args.routines)
     cfg = load_config(args.config or default_config_path())
     store_path = _store_path(cfg, args.store)
@@ -197,7 +199,8 @@ def run_calibrate(args: argparse.Namespace) -> dict[str, Any]:
     proc = build_processor(cfg, data.n_features, data.n_classes, BuildOverrides(hidden=args.hidden))
     try:   # everything up to the routines runs with the instruments connected: any failure leaves them safe
         if not routines_for(proc):
-            raise CalibrationError(f"{cfg.source}: no calibration routine applies to a '{cfg.processor.kind}' bench")
+            raise CalibrationError(f"{cfg.source}: processor.kind: no calibration routine applies to a "
+                                   f"'{cfg.processor.kind}' bench; expected a bench with calibrated devices")
         store = CalibrationStore(store_path) if store_path is not None else None
         loaded: list[dict[str, Any]] = []
         if store is not None and not args.from_nominal:

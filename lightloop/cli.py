@@ -58,6 +58,37 @@ def _bounded(kind: str, lo: float, hi: float, lo_open: bool = False) -> Any:
     return parse
 
 
+def int_in(kind: str, lo: int, hi: int) -> Any:
+    """argparse type: an integer in lo..hi (what `kind` names)."""
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            v = lo - 1
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected {kind} in {lo}..{hi}, got {s!r}")
+        return v
+    return parse
+
+
+def existing_dir(s: str) -> Path:
+    """argparse type: an existing directory (dataset files are read from it)."""
+    path = Path(s).expanduser()
+    if not s.strip() or not path.is_dir():
+        what = "not a directory" if path.exists() else "no such directory"
+        raise argparse.ArgumentTypeError(f"{s!r}: {what}; expected an existing directory holding dataset files")
+    return path
+
+
+def writable_file(s: str) -> Path:
+    """argparse type: a file path to write: not a directory, its folder existing (or creatable) and writable."""
+    path = Path(s).expanduser()
+    if not s.strip() or path.is_dir() or s.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"{s!r} is a directory or empty; expected a file path to write")
+    writable_dir(str(path.parent))
+    return path
+
+
 def _seed(s: str) -> int:
     """argparse type: a seed in 0..SEED_MAX."""
     from lightloop.schema import SEED_MAX
@@ -118,6 +149,12 @@ def writable_dir(s: str) -> Path:
     path = Path(s).expanduser()
     if not s.strip():
         raise argparse.ArgumentTypeError("expected a directory path, got ''")
+    try:
+        path.resolve(strict=False)
+    except (OSError, RuntimeError) as exc:   # a symlink loop
+        raise argparse.ArgumentTypeError(f"{s!r}: {exc}; expected a directory path without a symlink loop") from None
+    if path.is_symlink() and not path.exists():
+        raise argparse.ArgumentTypeError(f"{s!r} is a dangling or looping symlink; expected a directory (or a new path)")
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{s!r} is an existing file; expected a directory (or a new path)")
     parent = path
@@ -148,15 +185,15 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                        description="On-hardware training: program, forward, error, backward, gradient, update.")
     p.add_argument("--config", type=Path, default=None, help="lab config YAML (default: simulated free-space SA bench)")
     p.add_argument("--dataset", type=_registered("dataset"), default=None, help="digits | iris | mnist (and kinds' own sets)")
-    p.add_argument("--data-dir", type=Path, default=None, help="directory holding dataset files (MNIST IDX)")
+    p.add_argument("--data-dir", type=existing_dir, default=None, help="directory holding dataset files (MNIST IDX)")
     p.add_argument("--hidden", type=_layer_size, nargs="+", default=None, metavar="N", help="hidden layer sizes")
     p.add_argument("--optical-depth", type=_bounded("a0", 0.0, 1e6), default=None, metavar="A0", help="vapor-cell optical depth a0 >= 0")
     p.add_argument("--gradient", type=_registered("gradient"), default=None, help="exact | pump_probe | finite_difference | ...")
     p.add_argument("--optimizer", choices=["adam", "sgd"], default=None)
     p.add_argument("--loss", choices=["mse", "cross_entropy"], default=None,
                    help="output error: mse (delta = z - t, default) or cross_entropy (delta = softmax(z) - t)")
-    p.add_argument("--epochs", type=_positive_int, default=None)
-    p.add_argument("--batch-size", type=_positive_int, default=None)
+    p.add_argument("--epochs", type=int_in("a positive integer (epochs)", 1, 1_000_000), default=None)
+    p.add_argument("--batch-size", type=int_in("a positive integer (batch size)", 1, 10_000_000), default=None)
     p.add_argument("--lr", type=_learning_rate, default=None)
     p.add_argument("--init-scale", type=_init_scale, default=None, help="std of the initial weights")
     p.add_argument("--seed", type=_seed, default=None)
@@ -220,6 +257,8 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
                    "gradient_options": options, "loss": settings.loss, "optimizer": args.optimizer or t.optimizer,
                    "lr": lr, "batch_size": settings.batch_size, "seed": settings.seed, "init_scale": init_scale,
                    **_effective_build(cfg, args, ideal)}
+    if getattr(args, "accept_change", False) and not args.resume:
+        raise ConfigError("--accept-change: given without --resume; expected it only with --resume --out RUN")
     if args.resume and args.out is None:
         raise ConfigError("--resume: expected --out naming the run folder to continue")
     out = args.out or unique_run_dir("runs", "train")
@@ -316,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           f"run in {summary['out']}")
             return 0
     except LightloopError as exc:
-        print(f"lightloop: error: {exc}", file=sys.stderr)
+        print(f"lightloop: error: {' '.join(str(exc).split())}", file=sys.stderr)   # one line, whatever the message
         return 2
     except KeyboardInterrupt:
         print("lightloop: interrupted; devices left in their safe state", file=sys.stderr)

@@ -98,12 +98,17 @@ def load_yaml(path: Path) -> Any:
     """Parse a YAML file strictly: UTF-8 text, at most MAX_BYTES, MAX_DEPTH levels, no duplicate keys."""
     try:
         if not path.is_file():
-            what = "is a directory" if path.is_dir() else "not found"
+            what = "is a directory" if path.is_dir() else ("not a regular file (a device, FIFO or socket)"
+                                                          if path.exists() else "not found")
             raise ConfigError(f"{path}: config file {what}; expected an existing YAML file")
         if path.stat().st_size > MAX_BYTES:
             raise ConfigError(f"{path}: config file: {path.stat().st_size} bytes; expected a lab config of at most "
                               f"{MAX_BYTES} bytes")
-        raw = path.read_bytes()
+        with open(path, "rb") as f:   # bounded even where st_size lies (/proc files report 0)
+            raw = f.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise ConfigError(f"{path}: config file: more than {MAX_BYTES} bytes; expected a lab config of at most "
+                              f"{MAX_BYTES} bytes")
     except OSError as exc:
         raise ConfigError(f"{path}: config file: cannot be read ({exc.strerror or exc}); expected a readable "
                           "YAML file") from None

@@ -31,16 +31,19 @@ __all__ = ["register", "run_emulate"]
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `emulate` subcommand."""
+    from lightloop.cli import _bounded, _layer_size, writable_file
+
     p = sub.add_parser("emulate", help="serve a config's instruments from the wire-level twin (127.0.0.1 only)",
                        description="Loopback instrument server answering each driver's own protocol from the emulator.")
     p.add_argument("--config", type=Path, required=True, help="lab config with instruments, roles and an emulator section")
-    p.add_argument("--layer-sizes", type=int, nargs="+", default=None, metavar="N",
+    p.add_argument("--layer-sizes", type=_layer_size, nargs="+", default=None, metavar="N",
                    help="network served, input first (default: emulator.layer_sizes of the config)")
     p.add_argument("--ideal", action="store_true", help="switch every twin imperfection off")
-    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds (default: run until Ctrl-C)")
-    p.add_argument("--write-config", type=Path, default=None, metavar="FILE",
+    p.add_argument("--duration", type=_bounded("a duration in seconds", 0.0, 1e7), default=None,
+                   metavar="S", help="stop after S seconds (default: run until Ctrl-C)")
+    p.add_argument("--write-config", type=writable_file, default=None, metavar="FILE",
                    help="write a copy of the config naming the served ports (emulator.autostart: false)")
-    p.add_argument("--log", type=Path, default=None, metavar="FILE", help="write the received commands (JSON lines) on exit")
+    p.add_argument("--log", type=writable_file, default=None, metavar="FILE", help="write the received commands (JSON lines) on exit")
     p.add_argument("--fault-rate", type=float, default=None, metavar="P",
                    help="fault probability per transaction, split equally over the five kinds (0..1)")
     p.add_argument("--faults", default=None, metavar="KIND=P,...",
@@ -133,8 +136,11 @@ def run_emulate(args: argparse.Namespace) -> int:
     if all(s.driver == "twin" for s in cfg.instruments.values()):
         raise ConfigError(f"{args.config}: instruments: every instrument is a twin; expected drivers to serve")
     sizes = _sizes(args, cfg)
-    if args.fault_seed is not None and args.fault_seed < 0:
-        raise ConfigError(f"--fault-seed: {args.fault_seed}; expected an integer >= 0")
+    for flag, path in (("--write-config", args.write_config), ("--log", args.log)):
+        if path is not None and path.resolve() == Path(args.config).resolve():
+            raise ConfigError(f"{flag}: {path} is the --config file itself; expected another file (it is not overwritten)")
+    if args.fault_seed is not None and not 0 <= args.fault_seed <= 2**32 - 1:
+        raise ConfigError(f"--fault-seed: {args.fault_seed}; expected an integer >= 0 and <= 4294967295")
     plan = _fault_plan(args, cfg)
     ideal = bool(args.ideal or cfg.processor.twin.ideal)
     emu = make_free_space_emulator(cfg.processor, sizes, ideal)

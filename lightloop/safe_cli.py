@@ -25,7 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("safe", help="drive a config's instruments to their safe state (after kill -9 or a crash)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, required=True, help="lab config whose instruments to make safe")
-    p.add_argument("--timeout", type=float, default=5.0, metavar="S",
+    from lightloop.cli import _bounded
+
+    p.add_argument("--timeout", type=_bounded("a timeout in seconds", 0.0, 600.0, lo_open=True), default=5.0,
+                   metavar="S",
                    help="per-instrument I/O timeout in seconds (default: %(default)s)")
     p.set_defaults(handler=run_safe)
 

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 __all__ = ["StrictModel", "TrainingDefaults", "LabConfig", "BuildOverrides", "FeedbackSettings", "validation_message",
@@ -73,6 +73,27 @@ class StrictModel(BaseModel):
     """Base for every config section: unknown keys are errors; every float is finite."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML true/false is not a number: refused where a field takes numbers but no bool (epochs: true)."""
+        if isinstance(value, bool) and info.field_name in cls.model_fields:
+            kinds = _base_types(cls.model_fields[info.field_name].annotation)
+            if bool not in kinds and kinds & {int, float} and not kinds - {int, float, type(None)}:
+                raise PydanticCustomError("lightloop", f"expected {'a number' if float in kinds else 'an integer'}, got "
+                                          f"{str(value).lower()} (a YAML boolean)")
+        return value
+
+
+def _base_types(tp: Any) -> set[Any]:
+    """The plain types a field annotation admits (through Optional / Union / Annotated); {object} for anything else."""
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        return _base_types(typing.get_args(tp)[0])
+    if origin in (typing.Union, types.UnionType):
+        return set().union(*(_base_types(a) for a in typing.get_args(tp)))
+    return {tp} if tp in (int, float, bool, type(None)) else {object}
 
 
 class TrainingDefaults(StrictModel):

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lightloop.errors import ConfigError, LightloopError
+from lightloop.sweep_plots import fmt_value as _fmt, plot_curve, plot_heatmap
 
 __all__ = ["register", "run_sweep", "parse_grid", "run_point", "SweepSpec", "TRAIN_KEYS"]
 
@@ -89,8 +90,8 @@ TRAIN_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
     "optimizer": (_ok(str, lambda v: v in ("adam", "sgd")), "adam or sgd"),
     "loss": (_ok(str, lambda v: v in ("mse", "cross_entropy")), "mse or cross_entropy"),
     "lr": (_ok(_float, lambda v: 0 < v <= 1e3), "a learning rate in (0, 1000]"),
-    "epochs": (_ok(int, lambda v: v >= 1), "a positive integer"),
-    "batch_size": (_ok(int, lambda v: v >= 1), "a positive integer"),
+    "epochs": (_ok(int, lambda v: 1 <= v <= 1_000_000), "a positive integer in 1..1000000"),
+    "batch_size": (_ok(int, lambda v: 1 <= v <= 10_000_000), "a positive integer in 1..10000000"),
     "init_scale": (_ok(_float, lambda v: 0 < v <= 1e3), "a std of the initial weights in (0, 1000]"),
     "seed": (_ok(int, lambda v: 0 <= v <= 2**32 - 1), "a seed: an integer in 0..4294967295"),
     "hidden": (_hidden, "layer sizes such as 500 or 64:32 (each 1..10000)"),
@@ -99,6 +100,11 @@ TRAIN_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
 }
 ALIASES = {"a0": "optical_depth", "learning_rate": "lr", "batch": "batch_size"}
 RESULT_STATUS_OK = "ok"
+#: columns of a result row that --metric may name (numbers a run reports)
+METRICS = ("test_accuracy", "test_error", "best_test_accuracy", "best_epoch", "epochs", "mean_epoch_seconds",
+           "samples_per_second", "measurements_per_step", "optical_depth", "feedback_clicks_per_gate", "wall_seconds")
+#: largest number of trainings one sweep may hold (points x repeats)
+MAX_RUNS = 100_000
 
 
 def _canon(name: str) -> str:
@@ -154,14 +160,6 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     return fixed
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, list):
-        return ":".join(str(x) for x in v)
-    if isinstance(v, float):
-        return repr(v)
-    return str(v)
-
-
 def point_key(point: dict[str, Any]) -> str:
     """Canonical text key of a grid point, e.g. 'q=0.1|epsilon=0.01'."""
     return "|".join(f"{k}={_fmt(v)}" for k, v in point.items())
@@ -188,6 +186,9 @@ class SweepSpec:
             raise ConfigError(f"--grid and --set both give {', '.join(overlap)}; expected each parameter in one of them")
         if repeat < 1:
             raise ConfigError(f"--repeat: expected a positive integer, got {repeat}")
+        if math.prod(len(v) for v in grid.values()) * repeat > MAX_RUNS:
+            raise ConfigError(f"--grid/--repeat: {math.prod(len(v) for v in grid.values())} points x {repeat} repeats; "
+                              f"expected at most {MAX_RUNS} runs in one sweep")
         self.grid, self.fixed, self.repeat = grid, fixed, repeat
         self.out = out.resolve()
         self.data_dir = data_dir.resolve() if data_dir else None
@@ -195,6 +196,9 @@ class SweepSpec:
         self.points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
         for p in self.points:
             self.check_point(p)
+            if int(self.settings(p)[0].get("seed", self.base_seed)) + repeat - 1 > 2**32 - 1:
+                raise ConfigError(f"--grid/--set seed with --repeat {repeat}: seed + repeat - 1 exceeds 4294967295; "
+                                  "expected seeds that leave room for the repeats")
 
     def settings(self, point: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """(training settings, gradient options) of a point: fixed values overridden by the point's."""
@@ -288,9 +292,7 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
         Path(task["out"], "error.txt").write_text(traceback.format_exc())
         return {**row, "status": "error", "error": f"{type(exc).__name__}: {exc}",
                 "wall_seconds": time.perf_counter() - t0}
-    keep = ("test_accuracy", "best_test_accuracy", "best_epoch", "epochs", "mean_epoch_seconds",
-            "samples_per_second", "measurements_per_step", "optical_depth", "feedback_clicks_per_gate")
-    row.update({k: summary[k] for k in keep if k in summary and k not in row})
+    row.update({k: summary[k] for k in METRICS if k in summary and k not in row})
     if "test_accuracy" in row:
         row["test_error"] = 1.0 - float(row["test_accuracy"])
     row.update({"status": RESULT_STATUS_OK, "error": "", "wall_seconds": time.perf_counter() - t0})
@@ -355,87 +357,6 @@ def summarise(rows: list[dict[str, Any]], grid: dict[str, list[Any]], metric: st
     return out.assign(_o=out["point"].map(order.index)).sort_values("_o").drop(columns="_o").reset_index(drop=True)
 
 
-def plot_heatmap(summary: Any, grid: dict[str, list[Any]], metric: str, path: Path, title: str) -> Path:
-    """Heatmap of mean metric over the first two grid parameters (others averaged); 1-D grids give one row."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    names = list(grid)
-    xname = names[0]
-    yname = names[1] if len(names) > 1 else None
-    xs = [_fmt(v) for v in grid[xname]]
-    ys = [_fmt(v) for v in grid[yname]] if yname else [""]
-    mean = np.full((len(ys), len(xs)), np.nan)
-    std = np.full_like(mean, np.nan)
-    count = np.zeros_like(mean)
-    for _, r in summary.iterrows():
-        i = ys.index(r[yname]) if yname else 0
-        j = xs.index(r[xname])
-        # more than two grid parameters: average the cell over the others
-        m, s = float(r["mean"]), float(r["std"]) if r["count"] > 1 else 0.0
-        mean[i, j] = m if np.isnan(mean[i, j]) else (mean[i, j] * count[i, j] + m) / (count[i, j] + 1)
-        std[i, j] = s if np.isnan(std[i, j]) else max(std[i, j], s)
-        count[i, j] += 1
-    pct = metric.endswith("accuracy") or metric.endswith("error")
-    scale = 100.0 if pct else 1.0
-    fig, ax = plt.subplots(figsize=(1.3 * len(xs) + 2.5, 0.9 * len(ys) + 1.8))
-    im = ax.imshow(mean * scale, cmap="viridis", aspect="auto", origin="lower")
-    for i in range(len(ys)):
-        for j in range(len(xs)):
-            if np.isfinite(mean[i, j]):
-                txt = f"{mean[i, j] * scale:.1f}" + (f"\n±{std[i, j] * scale:.1f}" if std[i, j] > 0 else "")
-                v = (mean[i, j] - np.nanmin(mean)) / (np.nanmax(mean) - np.nanmin(mean) + 1e-12)
-                ax.text(j, i, txt, ha="center", va="center", fontsize=8, color="black" if v > 0.6 else "white")
-    ax.set_xticks(range(len(xs)), xs)
-    ax.set_xlabel(xname)
-    ax.set_yticks(range(len(ys)), ys)
-    ax.set_ylabel(yname or "")
-    fig.colorbar(im, ax=ax, label=f"{metric}{' (%)' if pct else ''}")
-    extra = f" (mean over {', '.join(names[2:])})" if len(names) > 2 else ""
-    ax.set_title(title + extra, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_curve(summary: Any, grid: dict[str, list[Any]], metric: str, path: Path, title: str) -> Path:
-    """Metric (mean +- std over repeats) against the single grid parameter."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    (name, values), = grid.items()
-    labels = [_fmt(v) for v in values]
-    by = {r[name]: r for _, r in summary.iterrows()}
-    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-    x = np.array(values, float) if numeric else np.arange(len(values))
-    m = np.array([float(by[lab]["mean"]) if lab in by else np.nan for lab in labels])
-    s = np.array([float(by[lab]["std"]) if lab in by and by[lab]["count"] > 1 else 0.0 for lab in labels])
-    pct = metric.endswith("accuracy") or metric.endswith("error")
-    k = 100.0 if pct else 1.0
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    ax.errorbar(x, m * k, yerr=s * k, fmt="o-", capsize=3)
-    if numeric and np.all(x > 0) and x.max() / x.min() >= 100:
-        ax.set_xscale("log")
-    if not numeric:
-        ax.set_xticks(x, labels)
-    ax.set_xlabel(name)
-    ax.set_ylabel(f"{metric}{' (%)' if pct else ''}")
-    ax.grid(alpha=0.3)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 # --- driver ------------------------------------------------------------------------------------
 def _check_manifest(spec: SweepSpec) -> None:
     from lightloop.atomic_io import atomic_write_text
@@ -453,8 +374,11 @@ def _check_manifest(spec: SweepSpec) -> None:
                         "data_dir": "--data-dir differs"}[field]
                 raise ConfigError(f"{spec.out}: holds a sweep whose settings differ ({what}); "
                                   f"resume with the same settings or choose another --out")
-    spec.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(now, indent=2))
+    try:
+        spec.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(now, indent=2))
+    except OSError as exc:
+        raise ConfigError(f"{spec.out}: --out: {exc.strerror or exc}; expected a writable sweep folder") from None
 
 
 def _executor(scheduler: str | None, workers: int) -> tuple[Any, Any]:
@@ -471,8 +395,9 @@ def _executor(scheduler: str | None, workers: int) -> tuple[Any, Any]:
     if scheduler:
         try:
             return Client(scheduler, timeout="10s"), None
-        except (OSError, TimeoutError) as exc:
-            raise ConfigError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler ({exc})") from None
+        except (OSError, TimeoutError, ValueError, TypeError) as exc:
+            raise ConfigError(f"--scheduler {scheduler}: cannot connect ({exc}); expected the address of a running "
+                              "Dask scheduler, e.g. tcp://host:8786, or 'synchronous'") from None
     import warnings
 
     with warnings.catch_warnings():  # "Port 8787 is already in use" when another cluster runs: harmless
@@ -509,12 +434,11 @@ def run_sweep(spec: SweepSpec, *, scheduler: str | None = None, workers: int | N
     done = {(r["point"], int(r["repeat"])) for r in rows if r.get("status") == RESULT_STATUS_OK}
     rows = [r for r in rows if (r["point"], int(r["repeat"])) in done]   # failed rows run again
     tasks = [t for t in spec.tasks() if (t["key"], t["repeat"]) not in done]
+    client, cluster = _executor(scheduler, workers or min(len(tasks), os.cpu_count() or 1)) if tasks else (None, None)
     log(f"lightloop sweep: {len(spec.points)} points x {spec.repeat} repeats; {len(tasks)} to run, "
         f"{len(spec.points) * spec.repeat - len(tasks)} already finished; results in {path}")
     failed = 0
     if tasks:
-        n_workers = workers or min(len(tasks), os.cpu_count() or 1)
-        client, cluster = _executor(scheduler, n_workers)
         bar = tqdm(total=len(tasks), desc="sweep", unit="run", disable=not progress, file=sys.stderr)
         try:
             if client is None:
@@ -581,18 +505,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="run a grid of trainings on Dask (resumable), write a table and a heatmap",
                        description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    from lightloop.cli import existing_dir, int_in, writable_dir
+
     p.add_argument("--config", type=Path, default=None, help="lab config YAML (default: simulated free-space SA bench)")
     p.add_argument("--grid", action="append", required=True, metavar="PARAM=v1,v2,...",
                    help="a swept parameter (repeatable; the grid is the product)")
-    p.add_argument("--repeat", type=int, default=1, metavar="N", help="independent repeats per point (seed + r)")
+    p.add_argument("--repeat", type=int_in("a positive integer (repeats)", 1, MAX_RUNS), default=1, metavar="N",
+                   help="independent repeats per point (seed + r)")
     p.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
                    help="a fixed setting for every run, e.g. epochs=2 or one_bit=true (repeatable)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="Dask scheduler address (default: a LocalCluster of processes; 'synchronous': in-process)")
-    p.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes (default: CPU count)")
-    p.add_argument("--data-dir", type=Path, default=None, help="directory holding dataset files (MNIST IDX)")
-    p.add_argument("--out", type=Path, default=None, help="sweep directory (default runs/sweep-<config>)")
+    p.add_argument("--workers", type=int_in("a number of worker processes", 1, 256), default=None,
+                   help="LocalCluster worker processes (default: CPU count)")
+    p.add_argument("--data-dir", type=existing_dir, default=None, help="directory holding dataset files (MNIST IDX)")
+    p.add_argument("--out", type=writable_dir, default=None, help="sweep directory (default runs/sweep-<config>)")
     p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="results table format")
-    p.add_argument("--metric", default="test_accuracy", help="column summarised and plotted")
+    p.add_argument("--metric", default="test_accuracy", choices=METRICS, help="column summarised and plotted")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(handler=_handler)

@@ -28,7 +28,7 @@ UNITS: dict[str, tuple[str, dict[str, tuple[float, float]]]] = {
 }
 
 
-_NUMBER = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S.*?)?\s*$")
+_NUMBER = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S.*?)?\s*$", re.ASCII)
 
 
 #: dimension -> (lowest, lowest allowed itself, highest, why): physically sane range in the base unit

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -342,6 +343,112 @@ flag_case("sweep--repeat", SWEEP + ["--grid", "lr=0.1", "--repeat", "0"], "--rep
 flag_case("sweep--grid-missing", SWEEP, "--grid", "required")
 flag_case("emulate--bogus", ["emulate", "--bogus"], "--bogus", "unrecognized")
 flag_case("emulate--layer-sizes", ["emulate", "--layer-sizes", "x"], "--layer-sizes", "int")
+
+def _looping(c: Case) -> None:
+    """Make `{tmp}/loop` a symlink loop before the case's own build."""
+    build = c.build
+
+    def with_loop(tmp: Path) -> list[str]:
+        (tmp / "loop").symlink_to(tmp / "loop2")
+        (tmp / "loop2").symlink_to(tmp / "loop")
+        return build(tmp)
+    c.build = with_loop
+
+
+# --- F2. adversarial review: flags that were unbounded, contradictory or crashed (each was exit 0/1 or a hang) ---
+for flag, value, frag in [("--epochs", "99999999999999999999", "1..1000000"),
+                          ("--batch-size", "99999999999999999999", "1..10000000"),
+                          ("--data-dir", "{tmp}/no-such-dir", "existing directory")]:
+    flag_case(f"train{flag}={value}"[:60], ["train", "--no-progress", "--out", "{tmp}/run", flag, value], flag, frag)
+flag_case("train--accept-change-without-resume", ["train", "--accept-change", "--out", "{tmp}/run"], "--accept-change",
+          "--resume")
+flag_case("train--out-symlink-loop", ["train", "--out", "{tmp}/loop"], "--out", "symlink")
+_looping(CASES[-1])
+WIRE_ARGS = ["--layer-sizes", "64", "64", "10"]
+
+
+def emulate_case(name: str, extra: list[str], flag: str, *frag: str) -> None:
+    def build(tmp: Path) -> list[str]:
+        shutil.copy(WIRE, tmp / "wire.yaml")
+        return ["emulate", "--config", str(tmp / "wire.yaml"), *[a.replace("{tmp}", str(tmp)) for a in extra]]
+    CASES.append(Case(name, build, flag, *frag))
+
+
+for flag, value in [("--duration", "-1"), ("--duration", "nan"), ("--duration", "inf"), ("--duration", "1e9"),
+                    ("--fault-rate", "2"), ("--fault-rate", "nan"), ("--fault-seed", "99999999999999999999"),
+                    ("--fault-seed", "-1")]:
+    emulate_case(f"emulate{flag}={value}", WIRE_ARGS + [flag, value], flag, value)
+emulate_case("emulate--layer-sizes-huge", ["--layer-sizes", "64", "64", "100000000"], "--layer-sizes", "1..10000")
+emulate_case("emulate--log-directory", WIRE_ARGS + ["--log", "{tmp}"], "--log", "file path")
+emulate_case("emulate--write-config-under-file", WIRE_ARGS + ["--write-config", "{tmp}/wire.yaml/x"], "--write-config",
+             "existing file")
+emulate_case("emulate--write-config-is-config", WIRE_ARGS + ["--write-config", "{tmp}/wire.yaml", "--duration", "0.1"],
+             "--write-config", "--config file itself")
+emulate_case("emulate--faults-sum", WIRE_ARGS + ["--faults", "drop=0.9,reboot=0.9"], "--faults", "at most 1")
+for value in ["inf", "1e308", "0", "-1", "nan"]:
+    CASES.append(Case(f"safe--timeout={value}", lambda tmp, v=value: ["safe", "--config", str(WIRE), "--timeout", v],
+                      "--timeout", "seconds"))
+for extra, flag, frag in [(["--workers", "0"], "--workers", "1..256"), (["--workers", "100000"], "--workers", "1..256"),
+                          (["--repeat", "1000000000"], "--repeat", "positive"), (["--metric", "bogus"], "--metric", "expected one of"),
+                          (["--format", "xml"], "--format", "expected one of"), (["--out", "{tmp}/cfg.yaml"], "--out", "existing file"),
+                          (["--out", "{tmp}/cfg.yaml/sub"], "--out", "is a file"), (["--out", "{tmp}/loop"], "--out", "symlink"),
+                          (["--data-dir", "{tmp}/cfg.yaml"], "--data-dir", "directory"),
+                          (["--data-dir", "{tmp}/nope"], "--data-dir", "existing directory"),
+                          (["--set", "epochs=100000000000"], "--set epochs", "1..1000000"),
+                          (["--set", "batch_size=100000000000"], "--set batch_size", "1..10000000"),
+                          (["--grid", "seed=4294967295", "--repeat", "2"], "seed", "repeats"),
+                          (["--grid", "init_scale=0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1", "--repeat", "20000"], "--grid/--repeat",
+                           "at most 100000 runs")]:
+    grid = [] if "--grid" in extra else ["--grid", "lr=0.1"]
+    flag_case(f"sweep{'-'.join(extra)}"[:60], ["sweep", "--out", "{tmp}/sweep", "--no-progress", *grid, *extra] +
+              (["--scheduler", "synchronous"] if "--workers" not in extra else []), flag, frag)
+    if "{tmp}/loop" in extra:
+        _looping(CASES[-1])
+flag_case("sweep--scheduler-bogus", ["sweep", "--out", "{tmp}/sweep", "--no-progress", "--grid", "lr=0.1",
+                                     "--set", "epochs=1", "--scheduler", "bogus"], "--scheduler", "Dask scheduler")
+flag_case("calibrate--plots-with-no-plots", CAL + ["--plots", "{tmp}/plots"], "--plots", "--no-plots", cfg=FREE)
+flag_case("calibrate--plots-symlink-loop", ["calibrate", "lo_phase", "--no-save", "--plots", "{tmp}/loop"], "--plots",
+          "symlink", cfg=FREE)
+_looping(CASES[-1])
+flag_case("calibrate--data-dir-missing", CAL + ["--data-dir", "{tmp}/nope"], "--data-dir", "existing directory", cfg=FREE)
+flag_case("calibrate-digital-bench", ["calibrate", "lo_phase", "--no-save", "--no-plots"], "processor.kind", "calibrated")
+for argv, flag, frag, cfg in [(["train", "--optical-depth", "5"], "--optical-depth", "no saturable absorber", DIGITAL),
+                              (["train", "--optical-depth", "5"], "--optical-depth", "no saturable absorber", FLOW),
+                              (["train", "--hidden", "5"], "--hidden", "no hidden layers", FLOW),
+                              (["train", "--optical-depth", "5"], "--optical-depth", "no vapor cell",
+                               _set(CHIP, "training.gradient", "adjoint")),
+                              (["train", "--dataset", "digits"], "n_side", "expected n_side >=", FLOW)]:
+    flag_case(f"{flag}-on-{cfg['bench']}"[:60], argv + ["--out", "{tmp}/run", "--no-progress"], flag, frag, cfg=cfg)
+
+# --- F3. adversarial review: configs that sneaked a value past validation (each loaded without error) ---------
+for dotted, value, frag in [
+    ("instruments.laser.limits.current_ramp", "10000 A/s", "no ramp at all"),
+    ("instruments.amplifiers.limits.voltage_ramp", "1e9 V/s", "no ramp at all"),
+    ("instruments.amplifiers.limits.voltage_ramp", "126 V/s", "rate <= 125 V/s"),
+    ("instruments.cell1_tc.limits.ramp_rate", "1e-300 K/min", "within one day"),
+    ("instruments.cell1_tc.limits.ramp_rate", "1e-9 K/min", "within one day"),
+    ("instruments.laser.limits.current", "\u0968\u0966\u0966 mA", "current"),
+    ("instruments.laser.timeout", "0 s", "timeout > 0"), ("instruments.laser.timeout", 0, "timeout > 0"),
+    ("instruments.laser.address", "TCPIP::127.0.0.1::99999::SOCKET", "0..65535"),
+    ("instruments.input_slm.address", "127.0.0.1:70000", "0..65535"),
+    ("instruments.amplifiers.init.n_channels", 100000, "1..1024"),
+    ("instruments.amplifiers.init.n_channels", 0, "1..1024"),
+    ("instruments.amplifiers.init.n_channels", True, "1..1024"),
+    ("roles.source.threshold_current", "500 mA", "threshold_current < operating_current"),
+    ("roles.vapor_cells[0].poll_interval", "0 s", "poll interval"),
+    ("roles.vapor_cells[0].poll_interval", "-0 s", "poll interval"),
+    ("emulator.layer_sizes", [10**9, 64, 10], "10000"), ("emulator.layer_sizes", [64] * 65, "64"),
+    ("emulator.time_scale", 1e308, "less than"),
+    ("training.epochs", True, "expected an integer, got true"), ("training.lr", True, "expected a number, got true"),
+    ("training.batch_size", False, "got false"), ("processor.optical_depth", True, "got true"),
+]:
+    def _station2(tmp: Path, dotted: str = dotted, value: Any = value) -> list[str]:
+        return train_cfg(tmp, yaml.safe_dump(_set(_wire(), dotted, value), sort_keys=False, allow_unicode=True))
+    CASES.append(Case(f"review-{dotted}-{value!r}"[:70], _station2, "cfg.yaml", dotted.split(".")[0], frag))
+CASES.append(Case("config-is-fifo", lambda tmp: (os.mkfifo(tmp / "f.yaml"), ["train", "--config", str(tmp / "f.yaml")])[1],
+                  "f.yaml", "not a regular file"))
+CASES.append(Case("config-is-dev-zero", lambda tmp: ["train", "--config", "/dev/zero"], "/dev/zero", "not a regular file"))
+
 
 # === G. dataset files (--data-dir) ============================================================================
 MNIST = {"train_images": "train-images-idx3-ubyte.gz", "train_labels": "train-labels-idx1-ubyte.gz",

@@ -64,9 +64,12 @@ def test_chip_example_station_validates_but_training_on_it_is_refused(tmp_path):
     cfg.processor = Schema.model_validate(data["processor"])
     validate_station(cfg)
     assert isinstance(cfg.roles, ChipRoles) and cfg.instruments["heaters"].limit("voltage").high == 9.0
+    loaded = load_config(CHIP_YAML)           # loads (so `lightloop safe` can secure a chip station) ...
+    from lightloop.bench import build_processor
+
     with pytest.raises(ConfigError, match=r"real_integrated_chip.yaml: instruments: the 'integrated_chip' builder "
                                           r"does not drive instruments yet"):
-        load_config(CHIP_YAML)
+        build_processor(loaded, 2, 2)          # ... but building on it is refused before anything connects
 
 
 def _set(path, value):

@@ -37,12 +37,12 @@ def build(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) -> 
 
     p: Schema = cfg.processor
     if ov.extra:
-        raise ConfigError(f"{cfg.source}: options {sorted(ov.extra)} do not apply to a digital bench")
+        raise ConfigError(f"{cfg.source}: options {sorted(ov.extra)} do not apply to a digital bench; expected none")
     if ov.optical_depth is not None:
-        raise ConfigError("--optical-depth: a digital bench has no saturable absorber")
+        raise ConfigError("--optical-depth: a digital bench has no saturable absorber; expected no --optical-depth")
     hidden = list(ov.hidden) if ov.hidden is not None else list(p.hidden)
     if any(h < 1 for h in hidden):
-        raise ConfigError(f"--hidden: layer sizes must be positive integers, got {hidden}")
+        raise ConfigError(f"--hidden: expected positive integer layer sizes, got {hidden}")
     return DigitalProcessor((n_inputs, *hidden, n_outputs), p.output_activation, p.max_weight)
 
 

@@ -13,6 +13,8 @@ nudge defaults live in `learning` here; gradient options override them.
 
 from __future__ import annotations
 
+import math
+
 from typing import Literal
 
 import numpy as np
@@ -122,18 +124,19 @@ def build(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) -> 
 
     p: Schema = cfg.processor
     if ov.extra:
-        raise ConfigError(f"{cfg.source}: options {sorted(ov.extra)} do not apply to a flow_network bench")
+        raise ConfigError(f"{cfg.source}: options {sorted(ov.extra)} do not apply to a flow_network bench; expected none")
     if ov.hidden is not None:
-        raise ConfigError("--hidden: a flow network has no hidden layers (its size is processor.lattice.n_side)")
+        raise ConfigError("--hidden: a flow network has no hidden layers; expected no --hidden (its size is processor.lattice.n_side)")
     if ov.optical_depth is not None:
-        raise ConfigError("--optical-depth: a flow network has no saturable absorber")
+        raise ConfigError("--optical-depth: a flow network has no saturable absorber; expected no --optical-depth")
     ideal = p.twin.ideal if ov.ideal is None else ov.ideal
     lat = p.lattice
     n_out_pairs = lat.n_output_pairs or n_outputs
     n_nodes = lat.n_side ** 2
     if 2 * (n_inputs + n_out_pairs) + 1 > n_nodes:
         raise ConfigError(f"{cfg.source}: processor.lattice.n_side: {n_nodes} nodes cannot host {n_inputs} input and "
-                          f"{n_out_pairs} output pairs plus a ground node")
+                          f"{n_out_pairs} output pairs plus a ground node; expected n_side >= "
+                          f"{math.isqrt(2 * (n_inputs + n_out_pairs)) + 1}")
     rng = np.random.default_rng(lat.layout_seed)
     pos, edges = perturbed_square_lattice(lat.n_side, rng, lat.jitter, lat.connectivity, lat.k)
     inp, out, ground = choose_terminals(edges, len(pos), rng, n_inputs, n_out_pairs)

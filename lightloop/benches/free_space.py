@@ -163,10 +163,10 @@ def _resolve(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) 
     """(layer sizes, a0, ideal) of this run from the config and the command-line overrides."""
     p: Schema = cfg.processor
     if ov.extra:
-        raise ConfigError(f"{cfg.source}: options {sorted(ov.extra)} do not apply to a free_space bench")
+        raise ConfigError(f"{cfg.source}: options {sorted(ov.extra)} do not apply to a free_space bench; expected none")
     hidden = list(ov.hidden) if ov.hidden is not None else list(p.hidden)
     if any(h < 1 for h in hidden):
-        raise ConfigError(f"--hidden: layer sizes must be positive integers, got {hidden}")
+        raise ConfigError(f"--hidden: expected positive integer layer sizes, got {hidden}")
     a0 = p.optical_depth if ov.optical_depth is None else ov.optical_depth
     if ov.optical_depth is not None:
         try:

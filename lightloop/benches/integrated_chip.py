@@ -144,19 +144,20 @@ _EXTRA = {"chip_seed", "noise_seed", "precision", "phi0_sd_rad"}
 
 
 def validate_sections(cfg: LabConfig) -> None:
-    """Validate the station sections; building this bench on instruments is refused until its wiring exists."""
+    """Validate the station sections (so `lightloop safe` can secure a chip station; building on it is refused)."""
     if cfg.instruments is None and cfg.roles is None and cfg.emulator is None:
         return
     from lightloop.station import validate_station
 
     validate_station(cfg)
-    raise ConfigError(f"{cfg.source}: instruments: the 'integrated_chip' builder does not drive instruments yet (its "
-                      "HAL wiring onto drivers is pending); expected processor.kind free_space, or no instruments "
-                      "section to use the twin")
 
 
 def build(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) -> ChipProcessor:
     """ChipProcessor on the in-process twin for (n_inputs, *hidden, n_outputs)."""
+    if cfg.instruments is not None:   # refused before anything is connected
+        raise ConfigError(f"{cfg.source}: instruments: the 'integrated_chip' builder does not drive instruments yet "
+                          "(its HAL wiring onto drivers is pending); expected processor.kind free_space, or no "
+                          "instruments section to use the twin")
     from lightloop.physics.mzi import thermal_crosstalk
     from lightloop.simulators.chip import ChipEmulator
     from lightloop.simulators.chip_ports import (
@@ -179,10 +180,10 @@ def build(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) -> 
         raise ConfigError(f"{cfg.source}: options {sorted(unknown)} do not apply to an integrated_chip bench "
                           f"(expected some of {sorted(_EXTRA)})")
     if ov.optical_depth is not None:
-        raise ConfigError("--optical-depth: an integrated_chip bench has no vapor cell")
+        raise ConfigError("--optical-depth: an integrated_chip bench has no vapor cell; expected no --optical-depth")
     hidden = tuple(ov.hidden) if ov.hidden is not None else tuple(p.hidden)
     if any(h < 1 for h in hidden):
-        raise ConfigError(f"--hidden: layer sizes must be positive integers, got {list(hidden)}")
+        raise ConfigError(f"--hidden: expected positive integer layer sizes, got {list(hidden)}")
     ideal = p.chip.ideal if ov.ideal is None else ov.ideal
     chip_seed = int(ov.extra.get("chip_seed", p.chip.seed))
     noise_seed = int(ov.extra.get("noise_seed", p.chip.noise_seed))
@@ -190,7 +191,7 @@ def build(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) -> 
     if precision not in ("single", "double"):
         raise ConfigError(f"precision: expected 'single' or 'double', got {precision!r}")
     if n_inputs + p.encoder.bias_ports < 1:
-        raise ConfigError(f"{cfg.source}: processor.encoder: the chip needs at least one input port")
+        raise ConfigError(f"{cfg.source}: processor.encoder: no input port; expected at least one input port")
     ps = p.phase_shifters
     v = p.chip.variation
     if ideal:

@@ -8,6 +8,7 @@ Driver classes (import lazily through :func:`driver_class` so that importing thi
 - ``OpticalPowerMeter``     (power_meter)             optical power meter, SCPI
 - ``TemperatureController`` (temperature_controller)  vapor-cell heater temperature controller, SCPI
 - ``Digitizer``             (digitizer)               oscilloscope/digitiser, IEEE 488.2 binary blocks
+- ``IQArbitraryWaveformGenerator`` (awg)              multichannel IQ arbitrary-waveform / DAC generator, SCPI + blocks
 - ``SLMDisplay``            (slm)                     SLM frame sink over TCP
 - ``DMDController``         (dmd)                     DMD through a ctypes-loaded vendor SDK
 
@@ -32,6 +33,7 @@ DRIVER_CLASSES: dict[str, str] = {
     "power_meter": "lightloop.drivers.power_meter:OpticalPowerMeter",
     "temperature_controller": "lightloop.drivers.temperature_controller:TemperatureController",
     "digitizer": "lightloop.drivers.digitizer:Digitizer",
+    "awg": "lightloop.drivers.awg:IQArbitraryWaveformGenerator",
     "slm": "lightloop.drivers.slm:SLMDisplay",
     "dmd": "lightloop.drivers.dmd:DMDController",
 }

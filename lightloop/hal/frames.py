@@ -5,7 +5,10 @@
 * weight SLM frame, layout 'pairs' (row 2i = g+ of weight row i, row 2i+1 = g-) or 'checkerboard'
   (a k x k checkerboard block of (g+, g-) per weight), 8-bit gray levels;
 * DMD frame: weight (i, j) -> a + block at columns 2j and a - block at 2j+1 (k x k mirrors each), the
-  first n mirrors of a block (row-major) on.
+  first n mirrors of a block (row-major) on;
+* IQ sequence of an arbitrary-waveform generator (the chip's IQ modulators): complex field patterns
+  (batch, n) -> int16 codes (batch, n, 2) = [I, Q], code +-32767 = +-full scale per quadrature; a field
+  beyond full scale is a SafetyLimitError before anything is encoded (never clipped).
 """
 
 from __future__ import annotations
@@ -13,9 +16,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
+
+from lightloop.errors import SafetyLimitError
 
 __all__ = [
+    "IQ_CODE_MAX",
+    "encode_iq",
+    "decode_iq",
     "FIELD_BITS",
     "encode_fields",
     "decode_fields",
@@ -103,3 +111,38 @@ def decode_dmd_frame(frame: NDArray[np.integer[Any]] | NDArray[np.bool_], shape:
     on = np.asarray(frame[: out * k, : 2 * inp * k]).astype(bool)
     counts = on.reshape(out, k, inp, 2, k).sum(axis=(1, 4))
     return counts[..., 0].astype(np.uint16), counts[..., 1].astype(np.uint16)
+
+
+#: int16 IQ code of +full scale (the most negative code -32768 is never sent: the range is symmetric)
+IQ_CODE_MAX = 32767
+
+
+def encode_iq(fields: ArrayLike, full_scale: ArrayLike, what: str = "IQ fields") -> NDArray[np.int16]:
+    """Complex fields (batch, n) -> int16 codes (batch, n, 2) [I, Q]; code 32767 = +full_scale (per channel or scalar).
+
+    A non-finite field or a quadrature beyond full scale raises SafetyLimitError before anything is encoded."""
+    f = np.asarray(fields)
+    if f.ndim != 2:
+        raise ValueError(f"{what}: expected complex fields of shape (batch, n), got shape {f.shape}")
+    fs = np.broadcast_to(np.asarray(full_scale, np.float64), (f.shape[1],))
+    if not (np.isfinite(fs).all() and (fs > 0).all()):
+        raise ValueError(f"{what}: full scale {fs.tolist()}; expected finite values > 0")
+    iq = np.stack([f.real, f.imag], axis=-1).astype(np.float64)          # (batch, n, 2)
+    if not np.isfinite(iq).all():
+        raise SafetyLimitError(f"{what}: fields contain NaN or inf; nothing written")
+    ratio = np.abs(iq) / fs[None, :, None]
+    if ratio.size and float(ratio.max()) > 1.0 + 1e-6:
+        b, c, q = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+        raise SafetyLimitError(f"{what}: pattern {b} channel {c} {'IQ'[q]} = {iq[b, c, q]:.6g} exceeds the full scale "
+                               f"{fs[c]:.6g} ({int((ratio > 1.0 + 1e-6).sum())} value(s) beyond it); nothing written")
+    return np.rint(ratio * np.sign(iq) * IQ_CODE_MAX).astype(np.int16)   # |ratio| <= 1 + 1e-6: rint stays <= 32767
+
+
+def decode_iq(codes: ArrayLike, full_scale: ArrayLike) -> NDArray[np.complex128]:
+    """Inverse of encode_iq: int16 codes (batch, n, 2) -> complex fields (batch, n) in the full scale's unit."""
+    c = np.asarray(codes)
+    if c.ndim != 3 or c.shape[-1] != 2:
+        raise ValueError(f"IQ codes: expected shape (batch, n, 2), got {c.shape}")
+    fs = np.broadcast_to(np.asarray(full_scale, np.float64), (c.shape[1],))
+    scale = fs[None, :] / IQ_CODE_MAX
+    return c[..., 0].astype(np.float64) * scale + 1j * (c[..., 1].astype(np.float64) * scale)

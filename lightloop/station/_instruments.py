@@ -42,6 +42,7 @@ LIMITS: dict[str, dict[str, tuple[str, str, Callable[[dict[str, Any]], tuple[flo
         "voltage_ramp": ("voltage_rate", "max", None),
     },
     "digitizer": {},
+    "awg": {"amplitude": ("voltage", "max", lambda i: (0.0, float(i["v_max"])))},   # full-scale IQ amplitude
     "slm": {},
     "dmd": {},
 }
@@ -56,6 +57,7 @@ HARDWARE_INIT: dict[str, dict[str, str]] = {
     "scpi_source": {"v_max": "max", "i_max": "max"},
     "qontrol_heater": {"v_hw_max": "max", "i_hw_max": "max"},
     "digitizer": {"max_sample_rate": "max", "max_points": "max"},
+    "awg": {"v_max": "max", "max_points": "max"},
 }
 
 #: software ramp (unit/s) of an output whose config gives none: conservative, never unramped. The
@@ -73,13 +75,14 @@ OWNED_PARAMETERS: dict[str, set[str]] = {
     "laser_controller": {"current", "current_limit", "output"},
     "scpi_source": {"voltage", "current_limit", "output"},
     "qontrol_heater": {"voltage", "vmax", "imax"},
+    "awg": {"amplitude", "output", "trigger_source"},
 }
 
 #: limits whose range must contain the safe value 0 (outputs go to zero in the safe state)
 _ZERO_SAFE = {"voltage", "current"}
 
 
-VISA_DRIVERS = {"scpi_source", "laser_controller", "power_meter", "temperature_controller", "digitizer"}
+VISA_DRIVERS = {"scpi_source", "laser_controller", "power_meter", "temperature_controller", "digitizer", "awg"}
 
 
 _RESERVED_INIT = {"name", "address", "host", "port", "url", "library_path", "loader", "visalib", "timeout",
@@ -88,7 +91,7 @@ _RESERVED_INIT = {"name", "address", "host", "port", "url", "library_path", "loa
 
 #: transactions a driver sends while connecting (counted on every (re)connect)
 CONNECT_TRANSACTIONS = {"temperature_controller": 3, "laser_controller": 3, "digitizer": 3, "scpi_source": 1,
-                        "power_meter": 2, "slm": 1, "qontrol_heater": 3, "dmd": 0}
+                        "power_meter": 2, "slm": 1, "qontrol_heater": 3, "dmd": 0, "awg": 1}
 
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

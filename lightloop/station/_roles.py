@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from lightloop.schema import StrictModel
+from lightloop.schema import LayerSize, StrictModel
 from lightloop.units import Current, SlopeEfficiency, TemperatureDelta, Seconds, Voltage
 
 __all__ = ["LaserRole", "DisplayRole", "GainRef", "WeightRole", "CellRole", "ChannelRef", "DetectorRoles", "FreeSpaceRoles", "HeaterBankRole", "ChipDetectorRoles", "ChipRoles", "FaultSettings", "EmulatorSettings", "ROLE_SCHEMAS", "ROLE_DRIVERS"]
@@ -21,6 +21,14 @@ class LaserRole(StrictModel):
     threshold_current: Current = 0.0
     slope_efficiency: SlopeEfficiency = 1.0
     power_meter: str | None = None
+
+    @model_validator(mode="after")
+    def _above_threshold(self) -> "LaserRole":
+        if not self.threshold_current < self.operating_current:
+            raise PydanticCustomError("threshold", "threshold_current: {t} A is not below operating_current {o} A; "
+                                      "expected threshold_current < operating_current (the laser would stay dark)",
+                                      {"t": self.threshold_current, "o": self.operating_current})
+        return self
 
     @field_validator("operating_current", "slope_efficiency")
     @classmethod
@@ -69,6 +77,14 @@ class CellRole(StrictModel):
     settle_tolerance: TemperatureDelta = 0.05
     settle_timeout: Seconds = 120.0
     poll_interval: Seconds = 0.5
+
+    @field_validator("poll_interval")
+    @classmethod
+    def _polls(cls, v: float) -> float:
+        if not 1e-3 <= v <= 60:
+            raise PydanticCustomError("poll", "expected a poll interval in [1 ms, 60 s] (0 would poll the controller "
+                                      "in a busy loop)")
+        return v
 
 
 class ChannelRef(StrictModel):
@@ -160,8 +176,8 @@ class EmulatorSettings(StrictModel):
 
     autostart: bool = False
     host: str = "127.0.0.1"
-    layer_sizes: list[int] | None = None
-    time_scale: float = Field(1000.0, gt=0, description="twin seconds per wall second (temperature ramps)")
+    layer_sizes: list[LayerSize] | None = Field(None, max_length=64)
+    time_scale: float = Field(1000.0, gt=0, le=1e9, description="twin seconds per wall second (temperature ramps)")
     sequence_length: int = Field(1024, ge=16, le=1 << 16, description="patterns per SLM sequence frame")
     faults: FaultSettings | None = Field(None, description="random per-transaction faults (rehearsal and soak tests)")
 

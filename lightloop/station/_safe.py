@@ -25,6 +25,16 @@ def _laser(drv: Any) -> str:
     return "output off, current set-point 0 A"
 
 
+def _awg(drv: Any) -> str:
+    n = int(drv.n_channels)
+    drv.output_off()                  # verified by its read-back in the same transaction
+    drv.zero()                        # every pattern of the sequence 0, verified by the sequence's CRC-32
+    on = [k + 1 for k, state in enumerate(drv.get_outputs()) if state]
+    if on:
+        raise InstrumentError(f"IQ channel(s) {on} still read output ON after OUTP OFF")
+    return f"{n} IQ channel(s) output off, sequence memory zero"
+
+
 def _temperature(drv: Any) -> str:
     drv.output(False)
     if bool(drv.output()):
@@ -62,6 +72,7 @@ def _passive(drv: Any) -> str:
 #: driver -> action on a connected driver instance; returns what was done (raises if it did not verify)
 SAFE_ACTIONS: dict[str, Callable[[Any], str]] = {
     "laser_controller": _laser,
+    "awg": _awg,              # IQ modulator drive: outputs off, then zeros
     "scpi_source": _source,
     "qontrol_heater": _heaters,
     "temperature_controller": _temperature,
@@ -72,7 +83,7 @@ SAFE_ACTIONS: dict[str, Callable[[Any], str]] = {
 }
 
 #: hazard order: light, then high voltages, then heat, then the rest
-SAFE_ORDER = ("laser_controller", "scpi_source", "qontrol_heater", "temperature_controller", "dmd", "slm",
+SAFE_ORDER = ("laser_controller", "awg", "scpi_source", "qontrol_heater", "temperature_controller", "dmd", "slm",
               "digitizer", "power_meter")
 
 

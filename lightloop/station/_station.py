@@ -75,7 +75,7 @@ def make_driver(driver: str, qname: str, address: str, spec: InstrumentSpec) -> 
 
 _FAMILY = {"temperature_controller": "temperature controller", "laser_controller": "laser controller",
            "digitizer": "digitizer", "scpi_source": "SCPI source", "power_meter": "power meter", "slm": "SLM",
-           "qontrol_heater": "Qontrol heater", "dmd": "DMD"}
+           "qontrol_heater": "Qontrol heater", "dmd": "DMD", "awg": "IQ AWG"}
 
 
 class Station:

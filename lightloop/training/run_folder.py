@@ -131,9 +131,10 @@ class RunFolder:
             lock.acquire()
         except Timeout:
             raise RunFolderError(f"{self.path}: run folder is in use by another run ({self._holder()}); "
-                                 f"wait for it to end or choose another --out") from None
+                                 "expected a folder no other run holds: wait for it to end or choose another --out") from None
         except OSError as exc:
-            raise RunFolderError(f"{self.path}: --out: cannot lock the run folder ({exc.strerror})") from None
+            raise RunFolderError(f"{self.path}: --out: cannot lock the run folder ({exc.strerror}); expected a writable "
+                                 f"folder whose {LOCK_NAME} is a file") from None
         self._lock = lock
         try:
             atomic_write_text(self.path / HOLDER_NAME, json.dumps(

@@ -14,7 +14,7 @@ from lightloop.errors import ConfigError
 
 from driver_testkit import *  # noqa: F401,F403  (fixtures: see driver_testkit.__all__)
 
-VISA_DRIVERS = {"scpi_source", "laser_controller", "power_meter", "temperature_controller", "digitizer"}
+VISA_DRIVERS = {"scpi_source", "laser_controller", "power_meter", "temperature_controller", "digitizer", "awg"}
 
 
 @pytest.mark.parametrize("short_name", sorted(drivers.DRIVER_CLASSES))

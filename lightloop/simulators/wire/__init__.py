@@ -9,6 +9,7 @@ One module per instrument, named after the driver module it twins (``lightloop.d
 ``digitizer``               twins ``drivers.digitizer`` (SCPI, IEEE 488.2 blocks): ``DigitizerTwin``
 ``slm``                     twins ``drivers.slm`` (TCP frame protocol): ``SLMTwin``
 ``qontrol_heater``          twins ``drivers.qontrol_heater`` (ASCII lines on a serial URL): ``QontrolTwin``
+``awg``                     twins ``drivers.awg`` (SCPI, IEEE 488.2 sequence uploads): ``AWGTwin``
 ``dmd``                     twins ``drivers.dmd`` (in-process stand-in for the vendor SDK, since ctypes cannot
                             load a Python "library"): ``LoopbackALP``, ``dmd_weight_sink``
 
