@@ -304,3 +304,36 @@ def test_sigterm_then_resume_gives_the_uninterrupted_run(tmp_path):
         return [{k: v for k, v in r.items() if "second" not in k} for r in rows]   # wall-clock fields differ
 
     assert history(out) == history(tmp_path / "full")
+
+
+def test_the_safe_state_may_reconnect_after_the_runs_reconnect_budget_is_used_up():
+    """A run stopped because its reconnect budget ran out must still reach every output (found by the fault soak)."""
+    from lightloop.errors import InstrumentError
+    from lightloop.station._link import Link, ReconnectPolicy, TransactionStats
+
+    class Drv:
+        def __init__(self):
+            self.alive = True
+
+        def close(self):
+            pass
+
+    stats = TransactionStats()
+    stats.reconnects = 20                                 # the run used its whole budget
+    link = Link("probe_slm", "SLM", Drv, stats, ReconnectPolicy(attempts=2, backoff_s=0.0, budget=20)).open()
+    calls = []
+
+    def dark(drv):
+        calls.append(drv)
+        if len(calls) == 1:
+            raise InstrumentError("SLM 'probe_slm': connection failed during 'FRAME' (ConnectionResetError)")
+        return "dark"
+
+    with pytest.raises(InstrumentError, match="budget"):
+        link.run("dark", dark)                            # during the run: refused, the run stops
+    calls.clear()
+    station = Station()
+    station.links["probe_slm"] = link
+    station.add_safe_action("probe SLM dark", lambda: link.run("dark", dark))
+    station.safe_state()
+    assert station.safe_state_failures == [] and len(calls) == 2 and not link.securing

@@ -167,6 +167,7 @@ class Link:
         self.epoch = 0            # +1 on every (re)connect: caches keyed on it are re-read
         self.reconnects = 0
         self._setups: list[Callable[[Any], None]] = []
+        self.securing = False     # set while the safe state runs: the run's reconnect budget does not apply
 
     @property
     def label(self) -> str:
@@ -267,7 +268,7 @@ class Link:
                     self._drop()
                     failures += 1
                     budget_left = self.policy.budget - self.stats.reconnects
-                    if failures > self.policy.attempts or budget_left <= 0:
+                    if failures > self.policy.attempts or (budget_left <= 0 and not self.securing):
                         why = (f"{failures - 1} reconnect attempt(s) failed" if failures > self.policy.attempts
                                else f"the run's reconnect budget of {self.policy.budget} is used up")
                         raise InstrumentError(f"{exc} [{self.label}: {label}: {why}; run stopped]") from exc

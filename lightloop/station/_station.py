@@ -142,11 +142,17 @@ class Station:
         """Every safe action, best effort (a failing one is logged and the rest still run); a signal cannot abort it."""
         failures = []
         with shielded():
-            for label, fn in self._safe:
-                try:
-                    fn()
-                except Exception as exc:
-                    failures.append(f"{label}: {' '.join(str(exc).split())}")
+            for link in self.links.values():   # a used-up reconnect budget must not keep an output live
+                link.securing = True
+            try:
+                for label, fn in self._safe:
+                    try:
+                        fn()
+                    except Exception as exc:
+                        failures.append(f"{label}: {' '.join(str(exc).split())}")
+            finally:
+                for link in self.links.values():
+                    link.securing = False
         self.safe_state_failures = failures
         if failures:
             log.warning("safe state incomplete: %s", " | ".join(failures))
