@@ -32,12 +32,12 @@ def bench():
 
 @pytest.fixture
 def fresh(bench):
-    """The bench in its safe state with an empty log (pending drops of the property test are used up here)."""
+    """The bench in its safe state with an empty log (pending faults of the property test are cancelled first)."""
     bench.twins["tc"].lose_setpoints = bench.twins["laser"].lose_writes = 0
+    for endpoint in bench.server.endpoints.values():
+        endpoint.faults = type(endpoint.faults)()      # no scripted drop, refusal, garbage or silence pending
     for key in ("laser", "tc", "source", "heaters"):
         bench.hal[key].safe_state()
-    for endpoint in bench.server.endpoints.values():
-        endpoint.faults.drop_after = None
     bench.server.log.clear()
     return bench
 

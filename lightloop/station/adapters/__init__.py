@@ -12,5 +12,6 @@ Each adapter calls its driver only through a :class:`lightloop.station.Link` (co
 | ``power_meter`` | :class:`~.power_meter.PowerMeterDevice` | laser power read-back |
 | ``scpi_source`` | :class:`~.scpi_source.ScpiSourceDevice` | hal.safety VoltageDevice (amplifier gains) |
 | ``qontrol_heater`` | :class:`~.qontrol_heater.QontrolHeaterDevice` | hal.safety VoltageDevice, HeaterPort |
+| (shared) | `_bank.LinkedVoltageDevice` (epoch, reconnect hook, batched read-back), `_output.OutputDevice` | |
 | ``awg`` | :class:`~.awg.AWGFieldBlock` | ForwardLightPort, FieldInjectionPort (the chip's IQ field sources) |
 """

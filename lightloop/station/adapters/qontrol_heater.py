@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -10,18 +10,19 @@ from numpy.typing import NDArray
 
 from lightloop.hal.safety import Range
 from lightloop.station._link import Link
+from lightloop.station.adapters._bank import LinkedVoltageDevice
 
 __all__ = ["QontrolHeaterDevice"]
 
 
-class QontrolHeaterDevice:
+class QontrolHeaterDevice(LinkedVoltageDevice):
     """VoltageDevice (hal.safety) and HeaterPort on a QontrolHeater: one pipelined transaction per call."""
 
+    read_label = "V?"
     resolution = 1e-4   # V: the wire carries 4 decimals
 
     def __init__(self, link: Link, limit: Range | None = None) -> None:
-        self.link, self.name = link, link.name
-        self.n_channels = int(link.driver.n_channels)
+        self._attach(link)
         if limit is not None:
             self._narrow(link.driver, limit)
             link.on_connect(lambda d: self._narrow(d, limit))
@@ -33,24 +34,6 @@ class QontrolHeaterDevice:
             if vmax is None or vmax > limit.high:
                 ch.vmax(limit.high)
                 self.link.tick()
-
-    @property
-    def epoch(self) -> int:
-        """Connection epoch (+1 on every reconnect)."""
-        return self.link.epoch
-
-    def on_reconnect(self, fn: Callable[[], None]) -> None:
-        """Run fn() after every reconnect, after VMAX is lowered again."""
-        self.link.on_connect(lambda drv: fn())
-
-    def read_voltages(self) -> NDArray[np.float64]:
-        """``V0? ... V{n-1}?`` in one pipelined transaction (V)."""
-        def op(drv: Any) -> NDArray[np.float64]:
-            v = np.asarray(drv.get_voltages(), np.float64)
-            self.link.tick()
-            return v
-
-        return self.link.run("V?", op)
 
     def write_voltages(self, volts: Mapping[int, float]) -> NDArray[np.float64]:
         """``V{c}=...`` then ``V{c}?`` lines for the given channels (sorted) in one pipelined transaction: the read-back."""

@@ -2,45 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from lightloop.station._link import Link
+from lightloop.station.adapters._bank import LinkedVoltageDevice
 
 __all__ = ["ScpiSourceDevice"]
 
 
-class ScpiSourceDevice:
+class ScpiSourceDevice(LinkedVoltageDevice):
     """VoltageDevice (hal.safety) on a ScpiSource: bank channel k = driver channel k+1; one batched write per call."""
 
+    read_label = ":SOUR:VOLT?"
     resolution = 1e-9   # V: numbers travel with 7 significant digits (the relative part of the check covers them)
 
     def __init__(self, link: Link) -> None:
-        self.link, self.name = link, link.name
-        self.n_channels = int(link.driver.n_channels)
+        self._attach(link)
         self._enabled: tuple[list[int], float | None] | None = None
         link.on_connect(self._reenable)
-
-    @property
-    def epoch(self) -> int:
-        """Connection epoch (+1 on every reconnect)."""
-        return self.link.epoch
-
-    def on_reconnect(self, fn: Callable[[], None]) -> None:
-        """Run fn() after every reconnect, after the compliance and relays are re-established."""
-        self.link.on_connect(lambda drv: fn())
-
-    def read_voltages(self) -> NDArray[np.float64]:
-        """``:SOUR:VOLT? (@1..n)`` (V)."""
-        def op(drv: Any) -> NDArray[np.float64]:
-            v = np.asarray(drv.get_voltages(), np.float64)
-            self.link.tick()
-            return v
-
-        return self.link.run(":SOUR:VOLT?", op)
 
     def write_voltages(self, volts: Mapping[int, float]) -> NDArray[np.float64]:
         """``:SOUR:VOLT v..,(@c..);:SOUR:VOLT? (@c..)`` for the given channels (0-based, sorted): the read-back."""
