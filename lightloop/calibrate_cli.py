@@ -13,6 +13,7 @@ import argparse
 import difflib
 import json
 import math
+import os
 import sys
 import time
 import warnings
@@ -170,7 +171,8 @@ def _store_path(cfg: Any, override: Path | None) -> Path | None:
         return None
     path = Path(store).expanduser()
     if not path.is_absolute() and cfg.source not in ("<memory>", ""):
-        path = Path(cfg.source).resolve().parent / path
+        # lexically normalised: a config reached through a symlinked folder keeps '..' relative to that folder
+        path = Path(os.path.normpath(Path(cfg.source).absolute().parent / path))
     return path
 
 

@@ -13,6 +13,11 @@ Fault rehearsal: ``--fault-rate P`` injects a fault into a fraction P of all tra
 over drop, timeout, garbage, bad_reading and reboot), ``--faults drop=0.01,reboot=0.002`` sets kinds
 one by one (overriding their share of --fault-rate), ``--fault-seed N`` seeds them; without these flags
 the config's ``emulator.faults`` applies. The stop line on stderr counts the faults injected.
+
+Benches served: ``free_space`` and ``integrated_chip``. A twin-only config (no ``instruments``, ``roles`` or
+``emulator`` section, e.g. ``lab_configs/integrated_chip.yaml``) is served on the default station of its kind:
+those three sections of the bundled ``lab_configs/wire_<kind>.yaml`` join its processor (one stderr line says so;
+``--write-config`` writes the merged config).
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("emulate", help="serve a config's instruments from the wire-level twin (127.0.0.1 only)",
                        description="Loopback instrument server answering each driver's own protocol from the emulator.")
-    p.add_argument("--config", type=Path, required=True, help="lab config with instruments, roles and an emulator section")
+    p.add_argument("--config", type=Path, required=True,
+                   help="lab config with instruments, roles and an emulator section (a twin-only free_space or "
+                        "integrated_chip config gets the bundled wire station of its kind)")
     p.add_argument("--layer-sizes", type=_layer_size, nargs="+", default=None, metavar="N",
                    help="network served, input first (default: emulator.layer_sizes of the config)")
     p.add_argument("--ideal", action="store_true", help="switch every twin imperfection off")
@@ -55,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _fault_plan(args: argparse.Namespace, cfg: Any) -> Any:
     """The FaultPlan from the flags (over the config's emulator.faults); one-line ConfigError naming the flag."""
     from lightloop.errors import ConfigError
-    from lightloop.simulators.wire.free_space import fault_plan
+    from lightloop.simulators.wire._report import fault_plan
     from lightloop.simulators.wire.server import FAULT_KINDS, FaultPlan
 
     base = fault_plan(cfg, args.fault_seed)
@@ -105,10 +112,13 @@ def _sizes(args: argparse.Namespace, cfg: Any) -> tuple[int, ...]:
     return tuple(int(n) for n in sizes)
 
 
-def _write_resolved(src: Path, dst: Path, addresses: dict[str, str], sizes: tuple[int, ...]) -> None:
+def _write_resolved(src: Path, dst: Path, addresses: dict[str, str], sizes: tuple[int, ...],
+                    data: dict[str, Any] | None = None) -> None:
+    import copy
+
     import yaml
 
-    data = yaml.safe_load(src.read_text())
+    data = copy.deepcopy(data) if data is not None else yaml.safe_load(src.read_text())
     for name, address in addresses.items():
         data["instruments"][name]["address"] = address
     em = dict(data.get("emulator") or {})
@@ -121,18 +131,68 @@ def _write_resolved(src: Path, dst: Path, addresses: dict[str, str], sizes: tupl
     dst.write_text(header + yaml.safe_dump(data, sort_keys=False))
 
 
-def run_emulate(args: argparse.Namespace) -> int:
-    """Start the server for the config; block until interrupted or --duration elapsed; exit code 0."""
-    from lightloop.config import load_config
-    from lightloop.errors import ConfigError
+#: processor kind -> the bundled wire config whose station serves a twin-only config of that kind
+WIRE_STATIONS = {"free_space": "wire_free_space.yaml", "integrated_chip": "wire_integrated_chip.yaml"}
+_STATION_KEYS = ("instruments", "roles", "emulator")
+
+
+def bundled_config(name: str) -> Path:
+    """A lab config shipped in the package (``lightloop/lab_configs/<name>``)."""
+    from importlib import resources
+
+    here = Path(__file__).resolve().parent / "lab_configs" / name
+    return here if here.is_file() else Path(str(resources.files("lightloop").joinpath(f"lab_configs/{name}")))
+
+
+def _with_default_station(data: Any) -> tuple[Any, Path | None]:
+    """`data` plus the instruments/roles/emulator of the bundled wire config of its kind when it has none of them."""
+    from lightloop.config import load_yaml
+
+    if not isinstance(data, dict) or any(k in data for k in _STATION_KEYS):
+        return data, None
+    proc = data.get("processor")
+    kind = proc.get("kind") if isinstance(proc, dict) else None
+    if kind not in WIRE_STATIONS:
+        return data, None
+    station = bundled_config(WIRE_STATIONS[kind])
+    wire = load_yaml(station)
+    return {**data, **{k: wire[k] for k in _STATION_KEYS if k in wire}}, station
+
+
+def _start(cfg: Any, sizes: tuple[int, ...], ideal: bool, plan: Any) -> Any:
+    """Build the emulator of the config's kind and start its wire twin."""
+    p = cfg.processor
+    if p.kind == "integrated_chip":
+        from lightloop.benches.integrated_chip import check_station_sizes
+        from lightloop.simulators.chip_build import ChipDraw, make_chip_emulator
+        from lightloop.simulators.wire.integrated_chip import start_chip_twin
+
+        check_station_sizes(cfg, sizes)
+        draw = ChipDraw(chip_seed=p.chip.seed, noise_seed=p.chip.noise_seed, ideal=bool(ideal or p.chip.ideal),
+                        precision=p.chip.precision)
+        return start_chip_twin(cfg, sizes, make_chip_emulator(p, sizes, draw), faults=plan)
     from lightloop.simulators.wire.free_space import make_free_space_emulator, start_free_space_twin
 
-    cfg = load_config(args.config)
+    emu = make_free_space_emulator(p, sizes, bool(ideal or p.twin.ideal))
+    return start_free_space_twin(cfg, sizes, emu, faults=plan)
+
+
+def run_emulate(args: argparse.Namespace) -> int:
+    """Start the server for the config; block until interrupted or --duration elapsed; exit code 0."""
+    from lightloop.config import load_yaml, parse_config
+    from lightloop.errors import ConfigError
+
+    data, station = _with_default_station(load_yaml(Path(args.config)))
+    cfg = parse_config(data, str(args.config))
+    if getattr(cfg.processor, "kind", None) not in WIRE_STATIONS:
+        kinds = " and ".join(map(repr, WIRE_STATIONS))
+        raise ConfigError(f"{args.config}: processor.kind: the wire twin serves {kinds} benches; "
+                          f"got {cfg.processor.kind!r}")
     if cfg.instruments is None or cfg.emulator is None:
         raise ConfigError(f"{args.config}: emulator: missing; expected instruments, roles and an emulator section")
-    if getattr(cfg.processor, "kind", None) != "free_space":
-        raise ConfigError(f"{args.config}: processor.kind: the wire twin serves 'free_space' benches; "
-                          f"got {cfg.processor.kind!r}")
+    if station is not None:
+        print(f"lightloop emulate: {args.config} has no station; serving the default {cfg.processor.kind} station "
+              f"(instruments, roles, emulator) of {station}", file=sys.stderr, flush=True)
     if all(s.driver == "twin" for s in cfg.instruments.values()):
         raise ConfigError(f"{args.config}: instruments: every instrument is a twin; expected drivers to serve")
     sizes = _sizes(args, cfg)
@@ -142,10 +202,8 @@ def run_emulate(args: argparse.Namespace) -> int:
     if args.fault_seed is not None and not 0 <= args.fault_seed <= 2**32 - 1:
         raise ConfigError(f"--fault-seed: {args.fault_seed}; expected an integer >= 0 and <= 4294967295")
     plan = _fault_plan(args, cfg)
-    ideal = bool(args.ideal or cfg.processor.twin.ideal)
-    emu = make_free_space_emulator(cfg.processor, sizes, ideal)
     try:
-        server = start_free_space_twin(cfg, sizes, emu, faults=plan)
+        server = _start(cfg, sizes, args.ideal, plan)
     except OSError as exc:
         raise ConfigError(f"{args.config}: instruments: {exc}; expected free ports (use port 0 for any)") from None
     stop = threading.Event()
@@ -156,7 +214,7 @@ def run_emulate(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, on_signal) if threading.current_thread() is threading.main_thread() else None
     try:
         if args.write_config is not None:
-            _write_resolved(args.config, args.write_config, server.addresses, sizes)
+            _write_resolved(args.config, args.write_config, server.addresses, sizes, data if station else None)
         print(json.dumps({"emulate": cfg.bench, "layer_sizes": list(sizes), "addresses": server.addresses,
                           "config": str(args.write_config) if args.write_config else None,
                           "faults": None if plan is None else {**plan.probabilities, "seed": plan.seed}}), flush=True)

@@ -189,11 +189,16 @@ def test_the_station_loads_no_simulator_code():
                                                    "lightloop.calibration", "lightloop.benches"))]
 
 
-def test_a_real_instrument_config_loads_no_simulator_code():
+REAL_CONFIGS = [("real_free_space.yaml", 64, 10, "lightloop.benches.free_space"),
+                ("real_integrated_chip.yaml", 2, 2, "lightloop.benches.integrated_chip")]
+
+
+@pytest.mark.parametrize("name,n_in,n_out,bench", REAL_CONFIGS)
+def test_a_real_instrument_config_loads_no_simulator_code(name, n_in, n_out, bench):
     loaded = _fresh_modules("from lightloop.config import load_config\n"
-                            "cfg = load_config('lab_configs/real_free_space.yaml')\n"
+                            f"cfg = load_config('lab_configs/{name}')\n"
                             "assert cfg.instruments and cfg.emulator is None")
-    assert "lightloop.station" in loaded and "lightloop.benches.free_space" in loaded
+    assert "lightloop.station" in loaded and bench in loaded
     assert not [m for m in loaded if m.startswith("lightloop.simulators")]
 
 
@@ -220,12 +225,13 @@ def test_calibration_routines_never_touch_the_twin():
     assert TRUTH_READERS <= set(MODULES)
 
 
-def test_building_a_real_instrument_bench_loads_no_simulator_code(tmp_path):
-    """The real free-space config, its addresses pointed at a closed loopback port: the build tries the
-    instruments, fails with one clear error, and no simulator module was ever imported."""
+@pytest.mark.parametrize("name,n_in,n_out,bench", REAL_CONFIGS)
+def test_building_a_real_instrument_bench_loads_no_simulator_code(tmp_path, name, n_in, n_out, bench):
+    """A real config, its addresses pointed at a closed loopback port: the build tries the instruments, fails
+    with one clear error, and no simulator module was ever imported."""
     import yaml
 
-    data = yaml.safe_load((REPO / "lab_configs" / "real_free_space.yaml").read_text())
+    data = yaml.safe_load((REPO / "lab_configs" / name).read_text())
     for spec in data["instruments"].values():
         if spec["driver"] == "slm":
             spec["address"] = "127.0.0.1:1"
@@ -243,11 +249,11 @@ def test_building_a_real_instrument_bench_loads_no_simulator_code(tmp_path):
         "from lightloop.errors import LightloopError\n"
         f"cfg = load_config({str(cfg)!r})\n"
         "try:\n"
-        "    build_processor(cfg, 64, 10)\n"
+        f"    build_processor(cfg, {n_in}, {n_out})\n"
         "    raise SystemExit('built a bench on a closed port')\n"
         "except LightloopError as exc:\n"
         "    assert 'instruments.' in str(exc), exc\n")
-    assert "lightloop.station._station" in loaded and "lightloop.benches.free_space" in loaded
+    assert "lightloop.station._station" in loaded and bench in loaded
     assert not [m for m in loaded if m.startswith("lightloop.simulators")]
 
 

@@ -55,21 +55,25 @@ def test_example_configs_load():
         assert cfg.training == twin.training
 
 
-def test_chip_example_station_validates_but_training_on_it_is_refused(tmp_path):
+def test_chip_example_station_validates_and_builds_up_to_the_instruments(tmp_path):
     from lightloop.station import validate_station
     from lightloop.benches.integrated_chip import Schema
+    from lightloop.errors import InstrumentError
 
     data = raw(CHIP_YAML)
     cfg = LabConfig.model_validate({**data, "source": str(CHIP_YAML)})
     cfg.processor = Schema.model_validate(data["processor"])
     validate_station(cfg)
     assert isinstance(cfg.roles, ChipRoles) and cfg.instruments["heaters"].limit("voltage").high == 9.0
-    loaded = load_config(CHIP_YAML)           # loads (so `lightloop safe` can secure a chip station) ...
+    loaded = load_config(CHIP_YAML)
     from lightloop.bench import build_processor
 
-    with pytest.raises(ConfigError, match=r"real_integrated_chip.yaml: instruments: the 'integrated_chip' builder "
-                                          r"does not drive instruments yet"):
-        build_processor(loaded, 2, 2)          # ... but building on it is refused before anything connects
+    # a network whose meshes do not fit the station's blocks is refused before anything connects ...
+    with pytest.raises(ConfigError, match=r"real_integrated_chip.yaml: roles.encoder.count: 8; expected 12"):
+        build_processor(loaded, 10, 2)
+    # ... the shipped one gets as far as opening the first instrument (no GPIB on this machine)
+    with pytest.raises(InstrumentError, match=r"instruments.laser.address"):
+        build_processor(loaded, 2, 2)
 
 
 def _set(path, value):

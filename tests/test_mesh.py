@@ -24,7 +24,7 @@ from lightloop.physics.mzi import (
     thermal_crosstalk,
     thermo_optic_phase,
 )
-from lightloop.simulators.mesh import MeshErrors, MeshLayer
+from lightloop.physics.mesh import MeshErrors, MeshLayer
 from lightloop.simulators.thermo_optic import HeaterArrayTruth, ThermoOpticVariation
 
 KINDS = ("rectangular", "triangular")

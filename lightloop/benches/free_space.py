@@ -338,6 +338,7 @@ def _attach_calibration(proc: FreeSpaceProcessor, cfg: LabConfig) -> FreeSpacePr
 
 def resolve_store(cfg: LabConfig) -> str | None:
     """The calibration store directory of a config (relative paths resolve against the config file)."""
+    import os
     from pathlib import Path
 
     store = cfg.processor.calibration.store
@@ -345,5 +346,6 @@ def resolve_store(cfg: LabConfig) -> str | None:
         return None
     path = Path(store).expanduser()
     if not path.is_absolute() and cfg.source not in ("<memory>", ""):
-        path = Path(cfg.source).resolve().parent / path
+        # lexically normalised: a config reached through a symlinked folder keeps '..' relative to that folder
+        path = Path(os.path.normpath(Path(cfg.source).absolute().parent / path))
     return str(path)

@@ -1,5 +1,5 @@
 """Integrated photonic chip (Ashtiani, Idjadi, Kim, Nature 2026; Pai et al., Science 2023): config schema
-and builder on the in-process twin.
+and the one builder (in-process twin, wire-level twin or instruments).
 
 The HAL gets only nominal (design) knowledge: phi0 = 0, nominal P_pi and R, the designed thermal crosstalk
 matrix (compensated when `phase_shifters.compensate_crosstalk`), the nominal per-column loss, unity gains.
@@ -8,13 +8,16 @@ The twin draws the chip's hidden truth from the process-variation model with `ch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from lightloop.schema import BuildOverrides, LabConfig, LayerSize, Seed, StrictModel
+from lightloop.benches.free_space import _LockedPort, resolve_store
 from lightloop.errors import ConfigError
+from lightloop.physics.mesh import MeshLayer, layer_ports
+from lightloop.schema import BuildOverrides, LabConfig, LayerSize, Seed, StrictModel
 from lightloop.hal.chip import ChipProcessor
 from lightloop.hal.chip_roles import (
     ChipLayer,
@@ -28,7 +31,7 @@ from lightloop.hal.chip_roles import (
 )
 from lightloop.hal.phase_shifters import PhaseShifterBank, ThermoOpticCalibration
 
-__all__ = ["Schema", "build", "validate_sections", "HEATER_DRIVER_V_MAX"]
+__all__ = ["Schema", "build", "validate_sections", "check_station_sizes", "nominal_layers", "HEATER_DRIVER_V_MAX"]
 
 #: hardware limit of the heater driver (Qontrol-style, 12 V); configs may only narrow it
 HEATER_DRIVER_V_MAX = 12.0
@@ -129,6 +132,7 @@ class Schema(StrictModel):
     activation: ActivationSettings = ActivationSettings()
     phase_shifters: PhaseShifterSettings = PhaseShifterSettings()
     chip: ChipTwinSettings = ChipTwinSettings()
+    calibration: ChipCalibrationSettings = Field(default_factory=lambda: ChipCalibrationSettings())
 
     @model_validator(mode="after")
     def _check(self) -> "Schema":
@@ -140,40 +144,69 @@ class Schema(StrictModel):
         return self
 
 
+class ChipCalibrationSettings(StrictModel):
+    """Calibration store: where `lightloop calibrate` writes and from where the builder loads the newest records."""
+
+    store: str | None = Field(None, description="store directory (relative paths: to the config file)")
+    max_age_days: float | None = Field(None, gt=0, description="older records are stale")
+    on_mismatch: Literal["error", "warn"] = "error"
+
+
 _EXTRA = {"chip_seed", "noise_seed", "precision", "phi0_sd_rad"}
 
 
 def validate_sections(cfg: LabConfig) -> None:
-    """Validate the station sections (so `lightloop safe` can secure a chip station; building on it is refused)."""
-    if cfg.instruments is None and cfg.roles is None and cfg.emulator is None:
-        return
-    from lightloop.station import validate_station
+    """Validate the optional station sections (instruments / roles / emulator) against this processor section."""
+    if cfg.instruments is not None or cfg.roles is not None or cfg.emulator is not None:
+        from lightloop.station import validate_station
 
-    validate_station(cfg)
+        validate_station(cfg)
 
 
-def build(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) -> ChipProcessor:
-    """ChipProcessor on the in-process twin for (n_inputs, *hidden, n_outputs)."""
-    if cfg.instruments is not None:   # refused before anything is connected
-        raise ConfigError(f"{cfg.source}: instruments: the 'integrated_chip' builder does not drive instruments yet "
-                          "(its HAL wiring onto drivers is pending); expected processor.kind free_space, or no "
-                          "instruments section to use the twin")
-    from lightloop.physics.mzi import thermal_crosstalk
-    from lightloop.simulators.chip import ChipEmulator
-    from lightloop.simulators.chip_ports import (
-        ActivationTwin,
-        AdjointSourceTwin,
-        ForwardSourceTwin,
-        HeaterDriverTwin,
-        InjectorTwin,
-        InputReceiverTwin,
-        OutputDetectorTwin,
-        OutputReceiverTwin,
-        TapMonitorTwin,
-    )
-    from lightloop.simulators.chip_truth import ChipDesign, ChipTruth, ChipVariation
-    from lightloop.simulators.thermo_optic import ThermoOpticVariation
+def nominal_layers(p: Any, sizes: tuple[int, ...], ideal: bool) -> list[MeshLayer]:
+    """The designed (error-free) mesh of every layer: phase-shifter count, heater positions, tap depths, loss columns."""
+    ports = layer_ports(sizes[0], tuple(sizes[1:-1]), sizes[-1], p.encoder.bias_ports)
+    return [MeshLayer.build(p.layer, n, p.mesh, gain=p.svd_gain, screen=False) for n in ports]
 
+
+def check_station_sizes(cfg: LabConfig, sizes: tuple[int, ...], ideal: bool = False) -> None:
+    """The station wires the network of these layer sizes: one entry per layer, every block as wide as its mesh."""
+    p: Schema = cfg.processor
+    roles, src = cfg.roles, cfg.source
+    layers = nominal_layers(p, sizes, ideal)
+    n_layers, hidden = len(layers), sizes[1:-1]
+    for what, have, want in (("phase_shifters", len(roles.phase_shifters), n_layers),
+                             ("injectors", len(roles.injectors), n_layers),
+                             ("adjoint_sources", len(roles.adjoint_sources), n_layers),
+                             ("activation_bias", len(roles.activation_bias), n_layers - 1),
+                             ("detectors.monitors", len(roles.detectors.monitors), n_layers),
+                             ("detectors.output_receivers", len(roles.detectors.output_receivers), n_layers),
+                             ("detectors.input_receivers", len(roles.detectors.input_receivers), n_layers),
+                             ("detectors.activation_power", len(roles.detectors.activation_power), n_layers - 1),
+                             ("detectors.activation_slope", len(roles.detectors.activation_slope), n_layers - 1)):
+        if have != want:
+            raise ConfigError(f"{src}: roles.{what}: {have} entries for a network with layer sizes {list(sizes)}; "
+                              f"expected {want} (the config wires hidden layers {list(p.hidden)})")
+    blocks = [("roles.encoder", roles.encoder.count, layers[0].n, "IQ channels for the mesh-1 inputs")]
+    for l, lay in enumerate(layers):
+        blocks += [(f"roles.injectors[{l}]", roles.injectors[l].count, lay.n, f"IQ channels for the {lay.n} mesh ports"),
+                   (f"roles.adjoint_sources[{l}]", roles.adjoint_sources[l].count, lay.n,
+                    f"IQ channels for the {lay.n} mesh ports"),
+                   (f"roles.phase_shifters[{l}]", roles.phase_shifters[l].count, lay.n_shifters,
+                    f"heater channels for the {lay.n_shifters} phase shifters of a {lay.n}-port {p.mesh} {p.layer} mesh")]
+    blocks += [(f"roles.activation_bias[{i}]", roles.activation_bias[i].count, h, f"ring biases for {h} activations")
+               for i, h in enumerate(hidden)]
+    for loc, have, want, what in blocks:
+        if have != want:
+            raise ConfigError(f"{src}: {loc}.count: {have}; expected {want} ({what}; layer sizes {list(sizes)})")
+    em = cfg.emulator
+    if em is not None and em.layer_sizes is not None and tuple(em.layer_sizes) != tuple(sizes):
+        raise ConfigError(f"{src}: emulator.layer_sizes: {em.layer_sizes} but this run needs {list(sizes)}; "
+                          "expected equal sizes (or drop layer_sizes)")
+
+
+def _resolve(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) -> tuple[tuple[int, ...], Any]:
+    """(layer sizes, ChipDraw-like settings) of this run from the config and the command-line overrides."""
     p: Schema = cfg.processor
     unknown = set(ov.extra) - _EXTRA
     if unknown:
@@ -184,73 +217,174 @@ def build(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) -> 
     hidden = tuple(ov.hidden) if ov.hidden is not None else tuple(p.hidden)
     if any(h < 1 for h in hidden):
         raise ConfigError(f"--hidden: expected positive integer layer sizes, got {list(hidden)}")
-    ideal = p.chip.ideal if ov.ideal is None else ov.ideal
-    chip_seed = int(ov.extra.get("chip_seed", p.chip.seed))
-    noise_seed = int(ov.extra.get("noise_seed", p.chip.noise_seed))
     precision = ov.extra.get("precision", p.chip.precision)
     if precision not in ("single", "double"):
         raise ConfigError(f"precision: expected 'single' or 'double', got {precision!r}")
     if n_inputs + p.encoder.bias_ports < 1:
         raise ConfigError(f"{cfg.source}: processor.encoder: no input port; expected at least one input port")
+    phi0 = ov.extra.get("phi0_sd_rad")
+    draw = dict(chip_seed=int(ov.extra.get("chip_seed", p.chip.seed)),
+                noise_seed=int(ov.extra.get("noise_seed", p.chip.noise_seed)),
+                ideal=bool(p.chip.ideal if ov.ideal is None else ov.ideal), precision=precision,
+                phi0_sd_rad=None if phi0 is None else float(phi0))
+    return (n_inputs, *hidden, n_outputs), draw
+
+
+def build(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) -> ChipProcessor:
+    """ChipProcessor for (n_inputs, *hidden, n_outputs): the one place the chip's roles are assembled.
+
+    Each role's port comes from the in-process twin, or - for a config with an ``instruments`` section - from
+    the station (real drivers, or the wire-level twin auto-started for the run) where the role's instrument
+    has a driver. Every size is checked before anything connects; simulator code loads only when some port
+    is simulated."""
+    sizes, draw = _resolve(cfg, n_inputs, n_outputs, ov)
+    insts = cfg.instruments
+    autostart = cfg.emulator is not None and cfg.emulator.autostart
+    all_twin = insts is None or all(s.driver == "twin" for s in insts.values())
+    simulated = all_twin or autostart
+    station = None
+    if insts is not None:
+        check_station_sizes(cfg, sizes, draw["ideal"])
+        if draw["ideal"] and not simulated:
+            raise ConfigError(f"--ideal: {cfg.source} drives real instruments; expected a simulated bench "
+                              "(emulator.autostart: true or twin instruments)")
+        from lightloop.station import Station
+
+        station = Station(cfg.source)
+        station.mode = "twin" if all_twin else ("wire-twin" if autostart else "drivers")
+    try:
+        return _assemble(cfg, sizes, draw, simulated, station)
+    except BaseException:
+        if station is not None:
+            station.close()
+        raise
+
+
+def _assemble(cfg: LabConfig, sizes: tuple[int, ...], draw: dict[str, Any], simulated: bool,
+              station: Any) -> ChipProcessor:
+    """Ports (twin or station) -> HAL roles -> ChipProcessor, with the station's meter and calibration."""
+    from lightloop.physics.mzi import thermal_crosstalk
+
+    p: Schema = cfg.processor
+    roles = cfg.roles
+    ideal, precision = draw["ideal"], draw["precision"]
+    hidden, n_inputs, n_outputs = sizes[1:-1], sizes[0], sizes[-1]
+    layers_nom = nominal_layers(p, sizes, ideal)
+    emu = tw = lock = None
+    if simulated:
+        from lightloop.simulators import chip_ports as tw
+        from lightloop.simulators.chip_build import ChipDraw, make_chip_emulator
+
+        emu = make_chip_emulator(p, sizes, ChipDraw(**draw))
+        if station is not None and cfg.emulator is not None and cfg.emulator.autostart:
+            from lightloop.simulators.wire.integrated_chip import start_chip_twin
+
+            station.server = start_chip_twin(cfg, sizes, emu)
+            station.server.client_stats = station.stats
+            lock = station.server.lock
+    addresses = {}
+    if station is not None and station.server is not None:
+        addresses = {name: station.server.address(name) for name, s in cfg.instruments.items() if s.driver != "twin"}
+    ports = None
+    if station is not None:
+        from lightloop.station import ChipStation
+
+        ports = ChipStation(station, cfg.instruments, roles, addresses)
+
+    def served(*instruments: Callable[[], str]) -> bool:
+        """Drivers on the station serve the role (its instruments are read only when there is a station)."""
+        if ports is None:
+            return False
+        kinds = {cfg.instruments[i()].driver != "twin" for i in instruments}
+        if len(kinds) > 1:
+            raise ConfigError(f"{cfg.source}: roles: {[i() for i in instruments]} serve one role; expected all "
+                              "drivers or all twins")
+        return kinds == {True}
+
+    def twin(cls_name: str, *args: Any) -> Any:
+        port = getattr(tw, cls_name)(emu, *args)
+        return _LockedPort(port, lock) if lock is not None else port
+
+    laser = ports.laser() if served(lambda: roles.source.laser) else None
+    enc_peak = max(p.encoder.field_scale, p.encoder.bias_amplitude)
+    enc_port = ports.iq_block(roles.encoder, "encoder", enc_peak, gate=True) \
+        if served(lambda: roles.encoder.instrument) else twin("ForwardSourceTwin")
     ps = p.phase_shifters
-    v = p.chip.variation
-    if ideal:
-        var = ChipVariation.none()
-        var.acquisition_s, var.settle_s = p.chip.acquisition_s, p.chip.settle_s
-        loss_db, xt = 0.0, 0.0
-    else:
-        thermo = ThermoOpticVariation(float(ov.extra.get("phi0_sd_rad", v.phi0_sd_rad)), v.p_pi_rel_sd,
-                                      v.resistance_rel_sd, v.crosstalk_scale_sd, v.crosstalk_pair_sd,
-                                      v.drift_rad_per_sqrt_s)
-        n = p.chip.noise
-        g, ph = v.gain_rel_sd, v.phase_error_sd_rad
-        var = ChipVariation(
-            coupler_sd_rad=v.coupler_sd_rad, loss_sd_db=v.loss_sd_db, thermo=thermo,
-            ring_detuning_sd=v.ring_detuning_sd, ring_k_rel_sd=v.ring_k_rel_sd, supply_rel_sd=v.supply_rel_sd,
-            pd_gain_rel_sd=g, slope_gain_rel_sd=g, monitor_gain_rel_sd=g, receiver_gain_rel_sd=g,
-            receiver_phase_sd=ph, source_gain_rel_sd=g, source_phase_sd=ph, monitor_noise=n.monitor,
-            monitor_floor=n.monitor_floor, receiver_noise=n.receiver, pd_noise=n.photodiode, slope_noise=n.slope,
-            acquisition_s=p.chip.acquisition_s, settle_s=p.chip.settle_s)
-        loss_db, xt = p.loss_db_per_column, ps.crosstalk_nearest
-    design = ChipDesign(n_in=n_inputs, hidden=hidden, n_out=n_outputs, layer_kind=p.layer, mesh=p.mesh,
-                        bias_ports=p.encoder.bias_ports, svd_gain=p.svd_gain, screen=False,
-                        loss_db_per_column=loss_db, p_pi_w=ps.p_pi_w_per_rad, resistance_ohm=ps.resistance_ohm,
-                        crosstalk_nearest=xt, crosstalk_decay=ps.crosstalk_decay, ring_k=p.activation.k,
-                        ring_t_min=p.activation.t_min, ring_supply=p.activation.supply,
-                        ring_detuning_per_volt=p.activation.detuning_per_volt,
-                        dtype=np.complex64 if precision == "single" else np.complex128)
-    truth = ChipTruth.draw(design, var, chip_seed)
-    emu = ChipEmulator(design, truth, var, seed=noise_seed)
-    rd = np.float32 if precision == "single" else np.float64
+    det = roles.detectors if roles is not None else None
+    xt = 0.0 if ideal else ps.crosstalk_nearest
+    eta = 1.0 if ideal else float(10 ** (-p.loss_db_per_column / 20))
     layers = []
-    for i, lay in enumerate(emu.layers):
+    for i, lay in enumerate(layers_nom):
         c_nom = None
         if xt > 0 and ps.compensate_crosstalk:
             c_nom = thermal_crosstalk(lay.heater_positions(), xt, ps.crosstalk_decay)
         cal = ThermoOpticCalibration.nominal(lay.n_shifters, ps.p_pi_w_per_rad, ps.resistance_ohm, c_nom)
-        bank = PhaseShifterBank(HeaterDriverTwin(emu, i, HEATER_DRIVER_V_MAX), cal, ps.v_max,
-                                name=f"{cfg.source}: layer {i} phase shifters")
+        heater = ports.voltage_block(roles.phase_shifters[i], f"roles.phase_shifters[{i}]") \
+            if served(lambda: roles.phase_shifters[i].instrument) else twin("HeaterDriverTwin", i, HEATER_DRIVER_V_MAX)
+        bank = PhaseShifterBank(heater, cal, ps.v_max, name=f"{cfg.source}: layer {i} phase shifters")
+        if served(lambda: det.monitors[i].instrument):
+            mon, out_rx = ports.taps(det.monitors[i], lay.n_shifters), ports.fields(det.output_receivers[i], lay.n)
+            in_rx = ports.fields(det.input_receivers[i], lay.n)
+        else:
+            mon, out_rx, in_rx = (twin("TapMonitorTwin", i), twin("OutputReceiverTwin", i),
+                                  twin("InputReceiverTwin", i))
+        mi = p.max_injection_field
+        if served(lambda: roles.adjoint_sources[i].instrument, lambda: roles.injectors[i].instrument):
+            adj = ports.iq_block(roles.adjoint_sources[i], f"layer {i} adjoint source", mi)
+            inj = ports.iq_block(roles.injectors[i], f"layer {i} injector", mi)
+        else:
+            adj, inj = twin("AdjointSourceTwin", i), twin("InjectorTwin", i)
         layers.append(ChipLayer(
-            kind=p.layer, n_ports=lay.n, bank=bank, monitor=MeshMonitor(TapMonitorTwin(emu, i), name=f"layer {i} taps"),
-            out_receiver=CoherentReceiver(OutputReceiverTwin(emu, i), name=f"layer {i} output receivers"),
-            in_receiver=CoherentReceiver(InputReceiverTwin(emu, i), name=f"layer {i} input receivers"),
-            adjoint_source=FieldInjector(AdjointSourceTwin(emu, i), p.max_injection_field, f"layer {i} adjoint source"),
-            injector=FieldInjector(InjectorTwin(emu, i), p.max_injection_field, f"layer {i} injector"),
-            tap_depth=lay.tap_depth(), detector_gain=emu.detector_gain[i], mesh=p.mesh, screen=False))
+            kind=p.layer, n_ports=lay.n, bank=bank, monitor=MeshMonitor(mon, name=f"layer {i} taps"),
+            out_receiver=CoherentReceiver(out_rx, name=f"layer {i} output receivers"),
+            in_receiver=CoherentReceiver(in_rx, name=f"layer {i} input receivers"),
+            adjoint_source=FieldInjector(adj, mi, f"layer {i} adjoint source"),
+            injector=FieldInjector(inj, mi, f"layer {i} injector"),
+            tap_depth=lay.tap_depth(), detector_gain=float(eta ** (-2 * lay.loss_columns())), mesh=p.mesh,
+            screen=False))
     acts = []
     a = p.activation
-    for i in range(len(hidden)):
+    for i, h in enumerate(hidden):
         model = EOActivationModel(k=a.k, t_min=a.t_min, supply=a.supply, detuning=a.detuning,
                                   detuning_per_volt=a.detuning_per_volt)
-        act = EOActivation(ActivationTwin(emu, i), model, a.v_bias_max, name=f"layer {i} activations")
+        on_station = served(lambda: roles.activation_bias[i].instrument, lambda: det.activation_power[i].instrument,
+                            lambda: det.activation_slope[i].instrument)
+        act = EOActivation(ports.activation(i, h) if on_station else twin("ActivationTwin", i), model, a.v_bias_max,
+                           name=f"layer {i} activations")
         act.set_detuning(a.detuning)
         acts.append(act)
-    source = ForwardSource(ForwardSourceTwin(emu), n_inputs, p.encoder.field_scale, p.encoder.signed,
-                           p.encoder.bias_ports, p.encoder.bias_amplitude, dtype=rd)
-    info: dict[str, Any] = {"chip_seed": chip_seed, "ideal": bool(ideal), "mesh": p.mesh, "layer": p.layer,
-                            "mesh_ports": list(design.ports)}
-    proc = ChipProcessor(source, layers, acts, PowerDetector(OutputDetectorTwin(emu)), n_outputs,
-                         output_gain=p.output_gain, adjoint_field=p.adjoint_field,
-                         eta_per_column=design.eta_per_column, stateful=[emu], info=info, precision=precision)
-    proc.emulator = emu  # the twin, for truth reports and tests; training never touches it
+    out_port = ports.powers(det.outputs, n_outputs) if served(lambda: det.outputs.instrument) \
+        else twin("OutputDetectorTwin")
+    rd = np.float32 if precision == "single" else np.float64
+    source = ForwardSource(enc_port, n_inputs, p.encoder.field_scale, p.encoder.signed, p.encoder.bias_ports,
+                           p.encoder.bias_amplitude, dtype=rd)
+    info: dict[str, Any] = {"chip_seed": draw["chip_seed"], "ideal": bool(ideal), "mesh": p.mesh, "layer": p.layer,
+                            "mesh_ports": [lay.n for lay in layers_nom]}
+    proc = ChipProcessor(source, layers, acts, PowerDetector(out_port), n_outputs, output_gain=p.output_gain,
+                         adjoint_field=p.adjoint_field, eta_per_column=eta,
+                         stateful=[emu] if emu is not None else [], info=info, precision=precision)
+    if station is not None:
+        proc.station = station
+        station.meter.attach(proc)
+    if laser is not None:
+        laser.on(roles.source.operating_current)
+    proc.emulator = emu  # the twin (None on hardware), for truth reports and tests; training never touches it
+    return _load_calibration(proc, cfg)
+
+
+def _load_calibration(proc: ChipProcessor, cfg: LabConfig) -> ChipProcessor:
+    """Apply the newest matching records of the config's calibration store to the HAL (none configured: nominal)."""
+    p: Schema = cfg.processor
+    proc.bench_name = cfg.bench
+    proc.calibration_log = []
+    if p.calibration.store:
+        from lightloop.calibration.store import CalibrationStore, load_into_processor
+
+        try:
+            proc.calibration_log = load_into_processor(proc, CalibrationStore(resolve_store(cfg)), cfg.bench,
+                                                       max_age_days=p.calibration.max_age_days,
+                                                       on_mismatch=p.calibration.on_mismatch)
+        except BaseException:
+            proc.close()  # leave the instruments safe and released
+            raise
     return proc

@@ -139,8 +139,12 @@ class OpticalProcessor(ABC):
         self._measurements = self.measurements + n
 
     def summary_fields(self) -> dict[str, Any]:
-        """Bench figures for the run summary (plus the station's per-step figures on instruments)."""
-        return self.station.summary() if self.station is not None else {}
+        """Bench figures for the run summary (the calibration records loaded; the station's per-step figures)."""
+        out: dict[str, Any] = {}
+        if self.calibration_log:
+            out["calibration_loaded"] = [f"{r['routine']} v{r.get('record_version')} ({r['created_utc']})"
+                                         for r in self.calibration_log]
+        return {**out, **(self.station.summary() if self.station is not None else {})}
 
     def snapshot(self) -> dict[str, Any]:
         """Restorable state that is not parameters: each stateful twin's (noise generators, drift); {} on hardware."""

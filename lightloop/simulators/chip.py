@@ -1,6 +1,6 @@
 """Emulator of an integrated photonic neural-network chip (the light path behind its device twins).
 
-One ChipEmulator holds the light path - encoder, mesh layers (lightloop.simulators.mesh), opto-electronic
+One ChipEmulator holds the light path - encoder, mesh layers (lightloop.physics.mesh), opto-electronic
 activations, output detectors, tap monitors, coherent receivers and injection sources - and a HIDDEN
 ground truth drawn per chip from a seeded process-variation model (ChipTruth.draw): coupler errors,
 waveguide losses, heater phi0 / P_pi / resistance, thermal crosstalk, phi0 drift, ring resonance shifts,
@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 from lightloop.errors import InstrumentError
 from lightloop.physics.mzi import eo_activation, eo_activation_slope
 from lightloop.simulators.chip_truth import ChipDesign, ChipTruth, ChipVariation
-from lightloop.simulators.mesh import MeshLayer
+from lightloop.physics.mesh import MeshLayer
 
 __all__ = ["ChipEmulator"]
 

@@ -23,11 +23,13 @@ from lightloop.station._roles import ChipRoles, EmulatorSettings, FreeSpaceRoles
 from lightloop.station._station import Station, make_driver
 from lightloop.station._validate import validate_station
 from lightloop.station.free_space import FreeSpaceStation
+from lightloop.station.integrated_chip import ChipStation
 
 __all__ = [
     "BenchClock",
     "CONNECT_TRANSACTIONS",
     "ChipRoles",
+    "ChipStation",
     "EmulatorSettings",
     "FreeSpaceRoles",
     "FreeSpaceStation",

@@ -10,7 +10,7 @@ from pydantic_core import PydanticCustomError
 from lightloop.schema import LayerSize, StrictModel
 from lightloop.units import Current, SlopeEfficiency, TemperatureDelta, Seconds, Voltage
 
-__all__ = ["LaserRole", "DisplayRole", "GainRef", "WeightRole", "CellRole", "ChannelRef", "DetectorRoles", "FreeSpaceRoles", "HeaterBankRole", "ChipDetectorRoles", "ChipRoles", "FaultSettings", "EmulatorSettings", "ROLE_SCHEMAS", "ROLE_DRIVERS"]
+__all__ = ["LaserRole", "DisplayRole", "GainRef", "WeightRole", "CellRole", "ChannelRef", "DetectorRoles", "FreeSpaceRoles", "HeaterBankRole", "IQBlockRole", "ChipChannelRef", "ChipDetectorRoles", "ChipRoles", "FaultSettings", "EmulatorSettings", "ROLE_SCHEMAS", "ROLE_DRIVERS"]
 
 
 class LaserRole(StrictModel):
@@ -121,18 +121,59 @@ class HeaterBankRole(StrictModel):
     count: int = Field(ge=1)
 
 
-class ChipDetectorRoles(StrictModel):
-    """Digitiser channels (each an array) of the chip's detectors."""
+class IQBlockRole(StrictModel):
+    """A contiguous block of IQ channels of an AWG (driver numbering from 1) driving one mesh layer's IQ modulators.
 
-    outputs: ChannelRef
-    monitors: list[ChannelRef] = Field(default_factory=list, description="tap monitors, one per mesh layer")
-    receivers: list[ChannelRef] = Field(default_factory=list, description="coherent receivers, one per mesh layer")
+    Channel first_channel + k drives port k; a field of full_scale_field in a quadrature is the AWG's code
+    32767 at the channel's full-scale output `amplitude` (V)."""
+
+    instrument: str
+    first_channel: int = Field(1, ge=1)
+    count: int = Field(ge=1, description="IQ channels = the mesh layer's ports")
+    full_scale_field: float = Field(gt=0, description="field (sqrt of the chip's reference power) at code 32767")
+    amplitude: Voltage = Field(description="full-scale output amplitude of every channel (V)")
+
+    @field_validator("amplitude")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if not v > 0:
+            raise PydanticCustomError("positive", "expected a full-scale amplitude > 0 V")
+        return v
+
+
+class ChipChannelRef(ChannelRef):
+    """A digitiser channel carrying one of the chip's detector arrays, with its front-end gain."""
+
+    volts_per_unit: float = Field(1.0, gt=0, le=1e6, description="volts per unit of power or field (transimpedance)")
+
+
+class ChipDetectorRoles(StrictModel):
+    """Digitiser channels (each an array) of the chip's detectors.
+
+    Receivers carry I and Q interleaved (2 n samples per pattern); a monitor channel is one integrated reading
+    per tap over the exposure of the whole batch (an integrating readout, or a sampling one summed by the HAL)."""
+
+    outputs: ChipChannelRef
+    monitors: list[ChipChannelRef] = Field(default_factory=list, description="tap monitors, one per mesh layer")
+    output_receivers: list[ChipChannelRef] = Field(default_factory=list, description="coherent receivers at each mesh "
+                                               "layer's outputs (forward light)")
+    input_receivers: list[ChipChannelRef] = Field(default_factory=list, description="coherent receivers at each mesh "
+                                              "layer's inputs (backward light)")
+    activation_power: list[ChipChannelRef] = Field(default_factory=list, description="activation photodiodes, one per "
+                                               "hidden layer")
+    activation_slope: list[ChipChannelRef] = Field(default_factory=list, description="activation slope outputs, one per "
+                                               "hidden layer")
 
 
 class ChipRoles(StrictModel):
-    """HAL roles of an integrated_chip bench: laser, heater banks per mesh layer, activation biases, detectors."""
+    """HAL roles of an integrated_chip bench: laser, IQ sources, heater banks, activation biases, detectors."""
 
     source: LaserRole
+    encoder: IQBlockRole = Field(description="input IQ modulators (ports of mesh layer 1)")
+    injectors: list[IQBlockRole] = Field(default_factory=list, description="forward injection at each mesh layer's "
+                                         "inputs (the time-reversed adjoint)")
+    adjoint_sources: list[IQBlockRole] = Field(default_factory=list, description="backward injection at each mesh "
+                                               "layer's outputs (the adjoint source)")
     phase_shifters: list[HeaterBankRole] = Field(min_length=1)
     activation_bias: list[HeaterBankRole] = Field(default_factory=list)
     detectors: ChipDetectorRoles
@@ -201,4 +242,5 @@ ROLE_SCHEMAS: dict[str, type[StrictModel]] = {"free_space": FreeSpaceRoles, "int
 
 ROLE_DRIVERS = {"laser": {"laser_controller"}, "power_meter": {"power_meter"}, "slm": {"slm"},
                  "weights": {"slm", "dmd"}, "gain": {"scpi_source"}, "cell": {"temperature_controller"},
-                 "detector": {"digitizer"}, "heater": {"qontrol_heater", "scpi_source"}}
+                 "detector": {"digitizer"}, "heater": {"qontrol_heater", "scpi_source"},
+                "iq": {"awg"}}

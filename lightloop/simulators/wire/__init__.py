@@ -18,6 +18,8 @@ Shared pieces:
 ``server``     the selectors-based TCP server, command log, fault injection
 ``_scpi``      the SCPI line machinery (``ScpiDevice``, line sessions, ``ieee_block``) of the SCPI twins
 ``free_space`` the free-space SA bench behind those protocols (one FreeSpaceEmulator)
+``integrated_chip`` the integrated chip behind those protocols (one ChipEmulator)
+``_report``    fault plan of a config, the twin's end-of-run report (bench-independent)
 """
 
 from lightloop.simulators.wire.server import LOOPBACK, WireLog, WireRecord, WireTwinServer

@@ -30,9 +30,7 @@ JSON line per twin when it stops (commands, violations, faults injected, the out
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +39,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lightloop.addresses import address_port
-from lightloop.errors import ConfigError
 from lightloop.hal.frames import FIELD_BITS, decode_fields, decode_weight_frame, weight_panel_shape
 from lightloop.simulators.free_space import (
     AnalogWeightTwin,
@@ -53,6 +50,7 @@ from lightloop.simulators.free_space import (
     VaporCellHeaterTwin,
     make_free_space_emulator,
 )
+from lightloop.simulators.wire._report import _limit, arm_and_start, fault_plan, twin_report
 from lightloop.simulators.wire.digitizer import DigitizerTwin
 from lightloop.simulators.wire.laser_controller import LaserControllerTwin
 from lightloop.simulators.wire.power_meter import PowerMeterTwin
@@ -189,11 +187,6 @@ class FreeSpaceWireBench:
 
 
 # --- plan from a lab config ----------------------------------------------------------------------------
-def _limit(spec: Any, key: str) -> tuple[float, float] | None:
-    r = spec.limit(key) if hasattr(spec, "limit") else None
-    return None if r is None else (r.low, r.high)
-
-
 def free_space_endpoints(cfg: Any, sizes: tuple[int, ...], emu: FreeSpaceEmulator) -> tuple[list[Endpoint], dict[str, int], FreeSpaceWireBench]:
     """Endpoints for every instrument of `cfg` that has a driver (not 'twin'), their ports, and the glue."""
     instruments, roles, em = cfg.instruments, cfg.roles, cfg.emulator
@@ -274,50 +267,6 @@ def free_space_endpoints(cfg: Any, sizes: tuple[int, ...], emu: FreeSpaceEmulato
     return list(endpoints.values()), ports, glue
 
 
-def fault_plan(cfg: Any, seed: int | None = None) -> FaultPlan | None:
-    """The FaultPlan of ``emulator.faults`` (None without one); `seed` (else $LIGHTLOOP_FAULT_SEED) replaces its seed."""
-    f = getattr(getattr(cfg, "emulator", None), "faults", None)
-    if f is None:
-        return None
-    env = os.environ.get("LIGHTLOOP_FAULT_SEED")
-    if seed is None and env is not None:
-        if not env.isdigit():
-            raise ConfigError(f"LIGHTLOOP_FAULT_SEED: {env!r}; expected an integer >= 0")
-        seed = int(env)
-    names = tuple(f.instruments) if f.instruments else None
-    return FaultPlan(**f.probabilities(), seed=f.seed if seed is None else int(seed), instruments=names)
-
-
-def twin_report(server: WireTwinServer) -> dict[str, Any]:
-    """What the twin saw: commands, violations, faults injected, and whether every output ended safe."""
-    glue = getattr(server, "glue", None)
-    outputs: dict[str, Any] = {}
-    for name, ep in server.endpoints.items():
-        if isinstance(ep, LaserControllerTwin):
-            outputs[name] = {"output": bool(ep.output), "current_a": float(ep.current)}
-        elif isinstance(ep, TemperatureControllerTwin):
-            outputs[name] = {"output": bool(ep.output)}
-        elif isinstance(ep, ScpiSourceTwin):
-            outputs[name] = {"outputs_on": int(np.count_nonzero(ep.outputs))}
-        elif isinstance(ep, SLMTwin) and glue is not None and ep.bits == FIELD_BITS:   # sequence panels
-            outputs[name] = {"dark": bool(ep.last is not None and np.all(ep.last == 2 ** (FIELD_BITS - 1)))}
-    safe = all(not o.get("output", False) and not o.get("outputs_on", 0) and o.get("dark", True)
-               for o in outputs.values())
-    stats = getattr(server, "client_stats", None)   # the in-process station's TransactionStats, when there is one
-    client = None if stats is None else {k: getattr(stats, k, None) for k in ("transactions", "retries", "reconnects")}
-    return {"pid": os.getpid(), "commands": server.log.count(), "violations": list(server.log.violations),
-            "faults": server.fault_counts(), "errors": list(server.errors), "outputs": outputs, "safe": safe,
-            "client": client}
-
-
-def _append_report(path: str) -> Any:
-    def write(server: WireTwinServer) -> None:
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(twin_report(server)) + "\n")
-
-    return write
-
-
 def start_free_space_twin(cfg: Any, sizes: tuple[int, ...], emu: FreeSpaceEmulator,
                           faults: FaultPlan | None = None) -> WireTwinServer:
     """Build and start the loopback server for a free-space config (ports 0 = any free port), with the random
@@ -325,13 +274,4 @@ def start_free_space_twin(cfg: Any, sizes: tuple[int, ...], emu: FreeSpaceEmulat
     endpoints, ports, glue = free_space_endpoints(cfg, sizes, emu)
     server = WireTwinServer(endpoints, ports)
     server.glue = glue  # type: ignore[attr-defined]
-    plan = faults if faults is not None else fault_plan(cfg)
-    missing = sorted(set(plan.instruments or ()) - set(server.endpoints)) if plan is not None else []
-    if missing:
-        raise ConfigError(f"{getattr(cfg, 'source', '<config>')}: emulator.faults.instruments: {missing} are not served "
-                          f"by the wire twin; expected some of {sorted(server.endpoints)}")
-    server.set_faults(plan)
-    report = os.environ.get("LIGHTLOOP_WIRE_REPORT")
-    if report:
-        server.on_stop.append(_append_report(report))
-    return server.start()
+    return arm_and_start(server, cfg, faults)

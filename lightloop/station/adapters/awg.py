@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 from lightloop.errors import ConfigError, InstrumentError, SafetyLimitError
 from lightloop.hal.frames import encode_iq
 from lightloop.hal.safety import Range
+from lightloop.station._clock import BenchClock
 from lightloop.station._link import Link
 
 __all__ = ["AWGFieldBlock"]
@@ -27,8 +28,10 @@ class AWGFieldBlock:
     """
 
     def __init__(self, link: Link, channels: Sequence[int], full_scale_field: float, max_field: float,
-                 amplitude: float, amplitude_limit: Range | None = None, role: str = "IQ source") -> None:
+                 amplitude: float, amplitude_limit: Range | None = None, role: str = "IQ source",
+                 clock: BenchClock | None = None) -> None:
         drv = link.driver
+        self.clock = clock
         self.link, self.role = link, role
         self.channels = [int(c) for c in channels]
         n_hw = int(drv.n_channels)
@@ -109,6 +112,8 @@ class AWGFieldBlock:
             codes = encode_iq(f, self.full_scale, name)       # a quadrature beyond full scale: SafetyLimitError
         self.link.ensure_alive()                               # a reboot behind our back: re-set-up first
         self._codes = codes
+        if fields is not None and self.clock is not None:
+            self.clock.displayed(len(codes))                   # the digitiser records this many patterns
         if self._sent == (self.link.epoch, codes.tobytes()):
             return
         self.link.run("SEQ:DATA", lambda drv: self._upload(drv, codes))

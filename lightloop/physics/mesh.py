@@ -28,7 +28,13 @@ from numpy.typing import NDArray
 from lightloop.physics.mzi import MeshLayout, mesh_heater_positions, mesh_layout
 
 __all__ = ["MeshErrors", "MZIColumns", "PhaseScreen", "AttenuatorColumn", "Gain", "MeshLayer",
-           "layer_stage_sizes"]
+           "layer_stage_sizes", "layer_ports"]
+
+
+def layer_ports(n_in: int, hidden: tuple[int, ...], n_out: int, bias_ports: int) -> tuple[int, ...]:
+    """Ports of each square mesh layer: N(1) = max(n_in + bias, h1), N(l) = max(h(l-1), h(l))."""
+    sizes = (n_in, *hidden, n_out)
+    return tuple(max(sizes[i] + (bias_ports if i == 0 else 0), sizes[i + 1]) for i in range(len(sizes) - 1))
 
 
 @dataclass
