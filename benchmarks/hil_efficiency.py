@@ -47,27 +47,6 @@ CHIP_WIRE = ROOT / "lab_configs" / "wire_integrated_chip.yaml"
 CHIP_TWIN = ROOT / "lab_configs" / "integrated_chip.yaml"
 
 
-def run_chip(config: Path, data, n: int, batch: int, epochs: int, seed: int) -> dict:
-    """One chip training run (adjoint) on N-port meshes: accuracy, seconds and, on a station, transactions per step."""
-    cfg = load_config(config)
-    proc = build_processor(cfg, data.n_features, data.n_classes, BuildOverrides(hidden=[n]))
-    with proc:
-        trainer = Trainer(proc, make_gradient("adjoint"), make_optimizer("adam", cfg.training.lr),
-                          TrainSettings(epochs=epochs, batch_size=batch, seed=seed, progress=False))
-        res = trainer.fit(data)
-        fields = proc.summary_fields()
-        station = getattr(proc, "station", None)
-        per_instrument = dict(station.stats.per_instrument) if station else None
-    steps = -(-data.x_train.shape[0] // batch)
-    out = {"ports": n, "phase_shifters": fields["phase_shifters"], "batch_size": batch,
-           "test_accuracy": round(res.test_accuracy, 4), "seconds_per_step": res.mean_epoch_seconds / steps}
-    if station is not None:
-        out.update({k: fields[k] for k in ("transactions_per_step", "instrument_seconds_per_step",
-                                           "overhead_seconds_per_step", "steps_measured", "reconnects")})
-        out["transactions_total_by_instrument"] = per_instrument
-    return out
-
-
 def main_chip(args: argparse.Namespace) -> None:
     import tempfile
 
@@ -77,8 +56,9 @@ def main_chip(args: argparse.Namespace) -> None:
         for n in args.ports:
             wire_cfg = chip_wire_config(Path(tmp), n)
             for batch in args.batch_sizes or [16, 64]:
-                wire = run_chip(wire_cfg, data, n, batch, args.epochs, args.seed)
-                twin = run_chip(CHIP_TWIN, data, n, batch, args.epochs, args.seed)
+                wire = run(wire_cfg, data, n, batch, args.epochs, args.seed, "adjoint")
+                twin = run(CHIP_TWIN, data, n, batch, args.epochs, args.seed, "adjoint")
+                wire["ports"] = n
                 wire["twin_seconds_per_step"] = twin["seconds_per_step"]
                 wire["twin_test_accuracy"] = twin["test_accuracy"]
                 rows.append(wire)
@@ -91,13 +71,15 @@ def main_chip(args: argparse.Namespace) -> None:
     }, indent=1))
 
 
-def run(config: Path, data, hidden: int, batch: int, epochs: int, seed: int) -> dict:
+def run(config: Path, data, hidden: int, batch: int, epochs: int, seed: int, gradient: str = "pump_probe") -> dict:
+    """One training run of `epochs` with hidden width `hidden` (chip: N-port meshes): accuracy, seconds per step and,
+    on a station, transactions, instrument and overhead seconds per step."""
     cfg = load_config(config)
     t0 = time.perf_counter()
     proc = build_processor(cfg, data.n_features, data.n_classes, BuildOverrides(hidden=[hidden]))
     build_s = time.perf_counter() - t0
     with proc:
-        trainer = Trainer(proc, make_gradient("pump_probe"), make_optimizer("adam", cfg.training.lr),
+        trainer = Trainer(proc, make_gradient(gradient), make_optimizer("adam", cfg.training.lr),
                           TrainSettings(epochs=epochs, batch_size=batch, seed=seed, progress=False))
         res = trainer.fit(data)
         fields = proc.summary_fields()
@@ -106,6 +88,8 @@ def run(config: Path, data, hidden: int, batch: int, epochs: int, seed: int) -> 
     steps = -(-data.x_train.shape[0] // batch)
     out = {"hidden": hidden, "batch_size": batch, "test_accuracy": round(res.test_accuracy, 4),
            "seconds_per_step": res.mean_epoch_seconds / steps, "build_seconds": round(build_s, 3)}
+    if "phase_shifters" in fields:
+        out["phase_shifters"] = fields["phase_shifters"]
     if station is not None:
         out.update({k: fields[k] for k in ("transactions_per_step", "instrument_seconds_per_step",
                                            "overhead_seconds_per_step", "steps_measured", "reconnects")})

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from lightloop.benches._common import LockedPort, resolve_store, station_ports
 from lightloop.schema import BuildOverrides, LabConfig, LayerSize, Seed, StrictModel
 from lightloop.errors import ConfigError
 from lightloop.hal.calibration_maps import HomodyneMap, VaporCellMap
@@ -25,7 +26,7 @@ from lightloop.hal.free_space_roles import (
 )
 
 __all__ = ["Schema", "build", "validate_sections", "CalibrationSettings", "DriftSettings", "RecalibrationSettings",
-           "check_optical_depth", "SIGMA_L_MAX_M3", "CELL_T_MAX_K"]
+           "check_optical_depth", "SIGMA_L_MAX_M3", "CELL_T_MAX_K", "resolve_store"]
 
 #: largest sigma*L (m^3): the Rb D2 resonant cross-section (3 lambda^2 / 2 pi ~ 3e-13 m^2) times a 1 m cell, x3
 SIGMA_L_MAX_M3 = 1e-12
@@ -141,24 +142,6 @@ def validate_sections(cfg: LabConfig) -> None:
         validate_station(cfg)
 
 
-class _LockedPort:
-    """A twin port called under the wire twin's lock (the in-process ports share the emulator with the server)."""
-
-    def __init__(self, port: Any, lock: Any) -> None:
-        self._port, self._lock = port, lock
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._port, name)
-        if not callable(attr):
-            return attr
-
-        def call(*a: Any, **k: Any) -> Any:
-            with self._lock:
-                return attr(*a, **k)
-
-        return call
-
-
 def _resolve(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) -> tuple[tuple[int, ...], float, bool]:
     """(layer sizes, a0, ideal) of this run from the config and the command-line overrides."""
     p: Schema = cfg.processor
@@ -230,25 +213,23 @@ def _assemble(cfg: LabConfig, sizes: tuple[int, ...], a0: float, ideal: bool, si
     p: Schema = cfg.processor
     roles = cfg.roles
     n_inputs, n_outputs, n_layers = sizes[0], sizes[-1], len(sizes) - 1
-    emu = tw = lock = None
+    emu = tw = None
     if simulated:
         from lightloop.simulators import free_space as tw
 
         emu = tw.make_free_space_emulator(p, sizes, ideal)
-        if station is not None and cfg.emulator is not None and cfg.emulator.autostart:
-            from lightloop.simulators.wire.free_space import start_free_space_twin
 
-            station.server = start_free_space_twin(cfg, sizes, emu)
-            station.server.client_stats = station.stats   # the twin's stop report counts the client's retries
-            lock = station.server.lock
-    addresses = {}
-    if station is not None and station.server is not None:
-        addresses = {name: station.server.address(name) for name, s in cfg.instruments.items() if s.driver != "twin"}
-    ports = None
-    if station is not None:
+    def start_twin() -> Any:
+        from lightloop.simulators.wire.free_space import start_free_space_twin
+
+        return start_free_space_twin(cfg, sizes, emu)
+
+    def make_ports(*args: Any) -> Any:
         from lightloop.station import FreeSpaceStation
 
-        ports = FreeSpaceStation(station, cfg.instruments, roles, addresses)
+        return FreeSpaceStation(*args)
+
+    ports, lock = station_ports(cfg, station, start_twin if simulated else None, make_ports)
 
     def served(instrument: Callable[[], str]) -> bool:
         """A driver on the station serves the role (its instrument is read only when there is a station)."""
@@ -256,7 +237,7 @@ def _assemble(cfg: LabConfig, sizes: tuple[int, ...], a0: float, ideal: bool, si
 
     def twin(cls_name: str, *args: Any) -> Any:
         port = getattr(tw, cls_name)(emu, *args)
-        return _LockedPort(port, lock) if lock is not None else port
+        return LockedPort(port, lock) if lock is not None else port
 
     laser = ports.laser() if served(lambda: roles.source.laser) else None
     enc_port = ports.display(roles.input, n_inputs, "input") if served(lambda: roles.input.instrument) \
@@ -334,18 +315,3 @@ def _attach_calibration(proc: FreeSpaceProcessor, cfg: LabConfig) -> FreeSpacePr
 
         attach_recalibration(proc, p.calibration.recalibrate, resolve_store(cfg), cfg.bench)
     return proc
-
-
-def resolve_store(cfg: LabConfig) -> str | None:
-    """The calibration store directory of a config (relative paths resolve against the config file)."""
-    import os
-    from pathlib import Path
-
-    store = cfg.processor.calibration.store
-    if not store:
-        return None
-    path = Path(store).expanduser()
-    if not path.is_absolute() and cfg.source not in ("<memory>", ""):
-        # lexically normalised: a config reached through a symlinked folder keeps '..' relative to that folder
-        path = Path(os.path.normpath(Path(cfg.source).absolute().parent / path))
-    return str(path)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from lightloop.benches.free_space import _LockedPort, resolve_store
+from lightloop.benches._common import LockedPort, resolve_store, station_ports
 from lightloop.errors import ConfigError
 from lightloop.physics.mesh import MeshLayer, layer_ports
 from lightloop.schema import BuildOverrides, LabConfig, LayerSize, Seed, StrictModel
@@ -270,26 +270,24 @@ def _assemble(cfg: LabConfig, sizes: tuple[int, ...], draw: dict[str, Any], simu
     ideal, precision = draw["ideal"], draw["precision"]
     hidden, n_inputs, n_outputs = sizes[1:-1], sizes[0], sizes[-1]
     layers_nom = nominal_layers(p, sizes, ideal)
-    emu = tw = lock = None
+    emu = tw = None
     if simulated:
         from lightloop.simulators import chip_ports as tw
         from lightloop.simulators.chip_build import ChipDraw, make_chip_emulator
 
         emu = make_chip_emulator(p, sizes, ChipDraw(**draw))
-        if station is not None and cfg.emulator is not None and cfg.emulator.autostart:
-            from lightloop.simulators.wire.integrated_chip import start_chip_twin
 
-            station.server = start_chip_twin(cfg, sizes, emu)
-            station.server.client_stats = station.stats
-            lock = station.server.lock
-    addresses = {}
-    if station is not None and station.server is not None:
-        addresses = {name: station.server.address(name) for name, s in cfg.instruments.items() if s.driver != "twin"}
-    ports = None
-    if station is not None:
+    def start_twin() -> Any:
+        from lightloop.simulators.wire.integrated_chip import start_chip_twin
+
+        return start_chip_twin(cfg, sizes, emu)
+
+    def make_ports(*args: Any) -> Any:
         from lightloop.station import ChipStation
 
-        ports = ChipStation(station, cfg.instruments, roles, addresses)
+        return ChipStation(*args)
+
+    ports, lock = station_ports(cfg, station, start_twin if simulated else None, make_ports)
 
     def served(*instruments: Callable[[], str]) -> bool:
         """Drivers on the station serve the role (its instruments are read only when there is a station)."""
@@ -303,7 +301,7 @@ def _assemble(cfg: LabConfig, sizes: tuple[int, ...], draw: dict[str, Any], simu
 
     def twin(cls_name: str, *args: Any) -> Any:
         port = getattr(tw, cls_name)(emu, *args)
-        return _LockedPort(port, lock) if lock is not None else port
+        return LockedPort(port, lock) if lock is not None else port
 
     laser = ports.laser() if served(lambda: roles.source.laser) else None
     enc_peak = max(p.encoder.field_scale, p.encoder.bias_amplitude)

@@ -1,6 +1,8 @@
-"""Datasets: MNIST-family IDX gzip files (checksum-verified, validated) and the bundled CSV sets (8x8 digits, Iris).
+"""Datasets: MNIST-family IDX gzip files (checksum-verified, validated), the bundled CSV sets (8x8 digits, Iris)
+and two generated 2D tasks that need a hidden layer (two interleaved spirals, a noisy XOR of four Gaussian blobs).
 
-Every set is returned as float32 features in [0, 1] (batch-first) and int64 labels.
+Every set is returned as float32 features in [0, 1] (batch-first) and int64 labels. `validation_split` and
+`cv_folds` carve validation data out of a training set, so that settings are never chosen on the test set.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from lightloop.errors import DatasetError
 from lightloop.plugins import import_plugins
 
 __all__ = ["Dataset", "load_dataset", "register_dataset", "DATASET_LOADERS", "load_idx", "read_idx_gz", "DATASETS", "default_data_dir", "one_hot",
-           "read_csv", "dataset_names"]
+           "read_csv", "dataset_names", "make_spirals", "make_xor", "validation_split", "cv_folds"]
 
 MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -273,11 +275,77 @@ def _load_mnist(data_dir: Path | None) -> Dataset:
     return Dataset("mnist", f(xtr), ytr.astype(np.int64), f(xte), yte.astype(np.int64), n_classes=10)
 
 
+#: train / test sizes and generator seeds of the generated 2D sets (test drawn independently of train)
+N_TRAIN_GEN, N_TEST_GEN = 2000, 1000
+_SEEDS_GEN = {"spirals": (3031, 3032), "xor": (4041, 4042)}
+
+
+def make_spirals(n: int, rng: np.random.Generator, turns: float = 1.0, noise: float = 0.05) -> tuple[NDArray, NDArray]:
+    """Two interleaved spirals r = t / (2 pi turns), angle t (class 0) or t + pi (class 1), plane units (r <= 1)."""
+    y = rng.permutation(np.arange(n) % 2).astype(np.int64)
+    t = 2 * np.pi * turns * np.sqrt(rng.uniform(0.0, 1.0, n))   # uniform density along the arm's area
+    r = t / (2 * np.pi * turns)
+    ang = t + np.pi * y
+    x = np.stack([r * np.cos(ang), r * np.sin(ang)], 1) + noise * rng.standard_normal((n, 2))
+    return x, y
+
+
+def make_xor(n: int, rng: np.random.Generator, sd: float = 0.5) -> tuple[NDArray, NDArray]:
+    """Noisy XOR: four Gaussian blobs (sd) at (+-1, +-1), plane units; class 1 where the centre's signs differ."""
+    centres = np.array([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]])
+    blob = rng.permutation(np.arange(n) % 4)
+    x = centres[blob] + sd * rng.standard_normal((n, 2))
+    return x, (blob >= 2).astype(np.int64)
+
+
+def _generated(name: str, maker: Callable[..., tuple[NDArray, NDArray]], half_width: float) -> Dataset:
+    """2000 train / 1000 test drawn from independent seeds; the square [-w, w]^2 maps to [0, 1]^2 (clipped)."""
+    s_train, s_test = _SEEDS_GEN[name]
+    xtr, ytr = maker(N_TRAIN_GEN, np.random.default_rng(s_train))
+    xte, yte = maker(N_TEST_GEN, np.random.default_rng(s_test))
+    unit = lambda a: np.clip((a + half_width) / (2 * half_width), 0.0, 1.0).astype(np.float32)  # noqa: E731
+    return Dataset(name, unit(xtr), ytr, unit(xte), yte, n_classes=2)
+
+
+def _load_spirals(data_dir: Path | None = None) -> Dataset:
+    """Two spirals (one turn, noise 0.05), 2000 train / 1000 test; [-1.2, 1.2]^2 maps to [0, 1]^2."""
+    return _generated("spirals", make_spirals, 1.2)
+
+
+def _load_xor(data_dir: Path | None = None) -> Dataset:
+    """Noisy XOR (blob sd 0.5, Bayes accuracy ~95.5%), 2000 train / 1000 test; [-2.5, 2.5]^2 maps to [0, 1]^2."""
+    return _generated("xor", make_xor, 2.5)
+
+
+def validation_split(data: Dataset, fraction: float = 0.25, seed: int = 0) -> Dataset:
+    """A Dataset whose train part is (1 - fraction) of data's training set and whose test part is the rest
+    (stratified): the validation data settings are chosen on. data's own test set is not used."""
+    if not 0.0 < fraction < 1.0:
+        raise DatasetError(f"validation fraction: {fraction}; expected a number in (0, 1)")
+    xtr, ytr, xva, yva = _stratified_split(data.x_train, data.y_train, fraction, seed)
+    return Dataset(f"{data.name}-validation", xtr, ytr, xva, yva, n_classes=data.n_classes)
+
+
+def cv_folds(data: Dataset, k: int = 3, seed: int = 0) -> list[Dataset]:
+    """k stratified folds of data's training set: fold i validates on the i-th part, trains on the others."""
+    if k < 2:
+        raise DatasetError(f"cross-validation folds: {k}; expected k >= 2")
+    rng = np.random.default_rng(seed)
+    fold = np.empty(data.y_train.size, np.int64)
+    for c in np.unique(data.y_train):
+        idx = np.flatnonzero(data.y_train == c)
+        fold[rng.permutation(idx)] = (np.arange(idx.size) + int(c)) % k
+    return [Dataset(f"{data.name}-fold{i}", data.x_train[fold != i], data.y_train[fold != i],
+                    data.x_train[fold == i], data.y_train[fold == i], n_classes=data.n_classes) for i in range(k)]
+
+
 #: name -> loader(data_dir) ; plugin modules add more with register_dataset
 DATASET_LOADERS: dict[str, Callable[[Path | None], Dataset]] = {
     "digits": _load_digits,
     "iris": _load_iris,
     "mnist": _load_mnist,
+    "spirals": _load_spirals,
+    "xor": _load_xor,
 }
 #: modules that register further datasets when imported
 DATASET_PLUGINS = ("lightloop.training.synthetic",)
@@ -299,7 +367,7 @@ def dataset_names() -> list[str]:
 
 
 def load_dataset(name: str, data_dir: Path | str | None = None) -> Dataset:
-    """Load a dataset by name: digits and iris are bundled (or CSVs of that name in data_dir); mnist reads IDX."""
+    """Load a dataset by name: digits, iris bundled (or CSVs in data_dir), spirals, xor generated; mnist reads IDX."""
     if name not in DATASET_LOADERS:
         import_plugins(DATASET_PLUGINS)
     if name not in DATASET_LOADERS:

@@ -20,7 +20,7 @@ from lightloop.training.optimizers import Optimizer
 from lightloop.training.reporting import MetricsLog, plot_learning_curve
 from lightloop.training.run_folder import RunFolder
 
-__all__ = ["TrainSettings", "TrainResult", "Trainer", "evaluate", "predict"]
+__all__ = ["TrainSettings", "TrainResult", "Trainer", "evaluate", "predict", "targets_for", "classes_of"]
 
 
 @dataclass
@@ -58,6 +58,20 @@ class TrainResult:
         return d
 
 
+def targets_for(y: NDArray[np.integer], n_classes: int, n_out: int) -> NDArray[np.float32]:
+    """Training targets (n, n_out): one-hot, or the class itself (0 or 1) for a binary task on a single output."""
+    if n_out == 1 and n_classes == 2:
+        return y.astype(np.float32)[:, None]
+    return one_hot(y, n_classes)
+
+
+def classes_of(output: NDArray) -> NDArray[np.int64]:
+    """Predicted classes of outputs (batch, n_out): argmax, or output >= 0.5 for a single output (binary)."""
+    if output.shape[1] == 1:
+        return (output[:, 0] >= 0.5).astype(np.int64)
+    return output.argmax(1)
+
+
 def predict(processor: OpticalProcessor, x: NDArray, y: NDArray, n_classes: int,
             batch_size: int = 1000, loss_fn: Loss | None = None) -> tuple[NDArray[np.int64], float]:
     """Predicted classes of the programmed processor on x, and the mean loss against y."""
@@ -66,8 +80,8 @@ def predict(processor: OpticalProcessor, x: NDArray, y: NDArray, n_classes: int,
     for i in range(0, x.shape[0], batch_size):
         xb, yb = x[i: i + batch_size], y[i: i + batch_size]
         out = processor.forward(xb).output
-        preds.append(out.argmax(1))
-        loss += loss_fn.value(out, one_hot(yb, n_classes)) * xb.shape[0]
+        preds.append(classes_of(out))
+        loss += loss_fn.value(out, targets_for(yb, n_classes, out.shape[1])) * xb.shape[0]
     return np.concatenate(preds), loss / x.shape[0]
 
 
@@ -162,7 +176,7 @@ class Trainer:
             history, best, start = st["history"], st["best"], int(st["epoch"]) + 1
             if log:
                 log.truncate_after(start - 1)
-        targets = one_hot(data.y_train, data.n_classes)
+        targets = targets_for(data.y_train, data.n_classes, self.processor.layer_sizes[-1])
         n = data.x_train.shape[0]
         steps = (n + s.batch_size - 1) // s.batch_size
         try:
@@ -225,7 +239,7 @@ class Trainer:
                 for hook in self.hooks:
                     hook(info)
             loss_sum += res.loss * idx.size
-            correct += int(np.count_nonzero(res.output.argmax(1) == data.y_train[idx]))
+            correct += int(np.count_nonzero(classes_of(res.output) == data.y_train[idx]))
             seen += idx.size
             meas += res.measurements
             if k % 50 == 0:

@@ -94,9 +94,12 @@ def _append_report(path: str) -> Callable[[WireTwinServer], None]:
     return write
 
 
-def arm_and_start(server: WireTwinServer, cfg: Any, faults: FaultPlan | None) -> WireTwinServer:
-    """Arm `faults` (else ``emulator.faults``), hook $LIGHTLOOP_WIRE_REPORT, start the server; one-line ConfigError
-    when the plan names an instrument the twin does not serve."""
+def arm_and_start(built: tuple[list[Any], dict[str, int], Any], cfg: Any, faults: FaultPlan | None) -> WireTwinServer:
+    """Serve (endpoints, ports, glue) of a bench: arm `faults` (else ``emulator.faults``), hook
+    $LIGHTLOOP_WIRE_REPORT, start the server; one-line ConfigError when the plan names an instrument not served."""
+    endpoints, ports, glue = built
+    server = WireTwinServer(endpoints, ports)
+    server.glue = glue  # type: ignore[attr-defined]
     plan = faults if faults is not None else fault_plan(cfg)
     missing = sorted(set(plan.instruments or ()) - set(server.endpoints)) if plan is not None else []
     if missing:

@@ -271,7 +271,4 @@ def start_free_space_twin(cfg: Any, sizes: tuple[int, ...], emu: FreeSpaceEmulat
                           faults: FaultPlan | None = None) -> WireTwinServer:
     """Build and start the loopback server for a free-space config (ports 0 = any free port), with the random
     faults of `faults` or else of ``emulator.faults``."""
-    endpoints, ports, glue = free_space_endpoints(cfg, sizes, emu)
-    server = WireTwinServer(endpoints, ports)
-    server.glue = glue  # type: ignore[attr-defined]
-    return arm_and_start(server, cfg, faults)
+    return arm_and_start(free_space_endpoints(cfg, sizes, emu), cfg, faults)

@@ -353,7 +353,4 @@ def start_chip_twin(cfg: Any, sizes: tuple[int, ...], emu: ChipEmulator,
                     faults: FaultPlan | None = None) -> WireTwinServer:
     """Build and start the loopback server for an integrated_chip config (ports 0 = any free port), with the random
     faults of `faults` or else of ``emulator.faults``."""
-    endpoints, ports, glue = chip_endpoints(cfg, sizes, emu)
-    server = WireTwinServer(endpoints, ports)
-    server.glue = glue  # type: ignore[attr-defined]
-    return arm_and_start(server, cfg, faults)
+    return arm_and_start(chip_endpoints(cfg, sizes, emu), cfg, faults)

@@ -140,53 +140,54 @@ class ChipDigitizer:
         return link.run(f"CHAN{channel}", op)
 
 
-class PowerArray:
-    """PhotodiodePort / activation read-out: one channel carrying n photodiodes (power units = V / volts_per_unit)."""
+class _ChannelArray:
+    """One digitiser channel claimed for one detector array of n values per pattern, scaled by its front-end gain."""
 
     def __init__(self, digitizer: ChipDigitizer, channel: int, n: int, volts_per_unit: float = 1.0) -> None:
-        self.dig, self.channel, self.n_channels = digitizer, digitizer.claim(channel), int(n)
+        self.dig, self.channel, self.n = digitizer, digitizer.claim(channel), int(n)
         self.scale = 1.0 / float(volts_per_unit)
 
     @property
     def identity(self) -> str:
         """Identity of the digitiser and channel."""
         return f"{self.dig.link.identity}/CHAN{self.channel}"
+
+
+class PowerArray(_ChannelArray):
+    """PhotodiodePort / activation read-out: one channel carrying n photodiodes (power units = V / volts_per_unit)."""
+
+    @property
+    def n_channels(self) -> int:
+        """Number of photodiodes."""
+        return self.n
 
     def acquire(self) -> NDArray[np.float32]:
         """Readings (batch, n)."""
-        return (self.dig.record(self.channel, self.n_channels) * self.scale).astype(np.float32)
+        return (self.dig.record(self.channel, self.n) * self.scale).astype(np.float32)
 
 
-class FieldArray:
+class FieldArray(_ChannelArray):
     """CoherentReceiverPort: one channel carrying n IQ receivers, I and Q interleaved per pattern."""
 
-    def __init__(self, digitizer: ChipDigitizer, channel: int, n: int, volts_per_unit: float = 1.0) -> None:
-        self.dig, self.channel, self.n_channels = digitizer, digitizer.claim(channel), int(n)
-        self.scale = 1.0 / float(volts_per_unit)
-
     @property
-    def identity(self) -> str:
-        """Identity of the digitiser and channel."""
-        return f"{self.dig.link.identity}/CHAN{self.channel}"
+    def n_channels(self) -> int:
+        """Number of receivers."""
+        return self.n
 
     def acquire(self) -> NDArray[np.complex64]:
         """Complex readings (batch, n)."""
-        v = self.dig.record(self.channel, 2 * self.n_channels) * self.scale
+        v = self.dig.record(self.channel, 2 * self.n) * self.scale
         return (v[:, 0::2] + 1j * v[:, 1::2]).astype(np.complex64)
 
 
-class TapArray:
+class TapArray(_ChannelArray):
     """TapMonitorPort: one channel carrying the n_taps monitors of a mesh layer, integrated over the batch exposure."""
 
-    def __init__(self, digitizer: ChipDigitizer, channel: int, n_taps: int, volts_per_unit: float = 1.0) -> None:
-        self.dig, self.channel, self.n_taps = digitizer, digitizer.claim(channel), int(n_taps)
-        self.scale = 1.0 / float(volts_per_unit)
-
     @property
-    def identity(self) -> str:
-        """Identity of the digitiser and channel."""
-        return f"{self.dig.link.identity}/CHAN{self.channel}"
+    def n_taps(self) -> int:
+        """Number of taps."""
+        return self.n
 
     def acquire(self) -> NDArray[np.float32]:
         """Batch-integrated readings (n_taps,)."""
-        return (self.dig.record(self.channel, self.n_taps, integrated=True) * self.scale).astype(np.float32)
+        return (self.dig.record(self.channel, self.n, integrated=True) * self.scale).astype(np.float32)

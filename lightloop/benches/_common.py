@@ -1,0 +1,59 @@
+"""What the bench builders share: the station's ports (and the auto-started wire twin), locked twin ports, the store path."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lightloop.schema import LabConfig
+
+__all__ = ["LockedPort", "resolve_store", "station_ports"]
+
+
+class LockedPort:
+    """A twin port called under the wire twin's lock (the in-process ports share the emulator with the server)."""
+
+    def __init__(self, port: Any, lock: Any) -> None:
+        self._port, self._lock = port, lock
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._port, name)
+        if not callable(attr):
+            return attr
+
+        def call(*a: Any, **k: Any) -> Any:
+            with self._lock:
+                return attr(*a, **k)
+
+        return call
+
+
+def station_ports(cfg: LabConfig, station: Any, start_twin: Callable[[], Any] | None,
+                  make_ports: Callable[..., Any]) -> tuple[Any, Any]:
+    """(the bench's station ports or None, the wire twin's lock or None): starts the wire twin first when the config
+    auto-starts it (`start_twin` given only when the run is simulated), then points the ports at its addresses."""
+    if station is None:
+        return None, None
+    lock = None
+    if start_twin is not None and cfg.emulator is not None and cfg.emulator.autostart:
+        station.server = start_twin()
+        station.server.client_stats = station.stats   # the twin's stop report counts the client's retries
+        lock = station.server.lock
+    addresses = {}
+    if station.server is not None:
+        addresses = {name: station.server.address(name) for name, s in cfg.instruments.items() if s.driver != "twin"}
+    return make_ports(station, cfg.instruments, cfg.roles, addresses), lock
+
+
+def resolve_store(cfg: LabConfig) -> str | None:
+    """The calibration store directory of a config (relative paths resolve against the config file)."""
+    store = cfg.processor.calibration.store
+    if not store:
+        return None
+    path = Path(store).expanduser()
+    if not path.is_absolute() and cfg.source not in ("<memory>", ""):
+        # lexically normalised: a config reached through a symlinked folder keeps '..' relative to that folder
+        path = Path(os.path.normpath(Path(cfg.source).absolute().parent / path))
+    return str(path)
