@@ -167,7 +167,7 @@ def _start(cfg: Any, sizes: tuple[int, ...], ideal: bool, plan: Any) -> Any:
         from lightloop.simulators.chip_build import ChipDraw, make_chip_emulator
         from lightloop.simulators.wire.integrated_chip import start_chip_twin
 
-        check_station_sizes(cfg, sizes)
+        check_station_sizes(cfg, sizes, emulator_sizes=False)
         draw = ChipDraw(chip_seed=p.chip.seed, noise_seed=p.chip.noise_seed, ideal=bool(ideal or p.chip.ideal),
                         precision=p.chip.precision)
         return start_chip_twin(cfg, sizes, make_chip_emulator(p, sizes, draw), faults=plan)

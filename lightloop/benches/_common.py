@@ -7,9 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lightloop.errors import ConfigError
 from lightloop.schema import LabConfig
 
-__all__ = ["LockedPort", "resolve_store", "station_ports"]
+__all__ = ["LockedPort", "check_role_counts", "resolve_store", "station_ports"]
 
 
 class LockedPort:
@@ -57,3 +58,17 @@ def resolve_store(cfg: LabConfig) -> str | None:
         # lexically normalised: a config reached through a symlinked folder keeps '..' relative to that folder
         path = Path(os.path.normpath(Path(cfg.source).absolute().parent / path))
     return str(path)
+
+
+def check_role_counts(cfg: LabConfig, sizes: tuple[int, ...], counts: list[tuple[str, int, int]],
+                      emulator_sizes: bool = True) -> None:
+    """Each (roles.<what>, entries, entries this network needs) matches, and (emulator_sizes) emulator.layer_sizes,
+    when given, equals the run's layer sizes; one-line ConfigError naming the field otherwise."""
+    for what, have, want in counts:
+        if have != want:
+            raise ConfigError(f"{cfg.source}: roles.{what}: {have} entries for a network with layer sizes {list(sizes)}; "
+                              f"expected {want} (the config wires hidden layers {list(cfg.processor.hidden)})")
+    em = cfg.emulator if emulator_sizes else None
+    if em is not None and em.layer_sizes is not None and tuple(em.layer_sizes) != tuple(sizes):
+        raise ConfigError(f"{cfg.source}: emulator.layer_sizes: {em.layer_sizes} but this run needs {list(sizes)}; "
+                          "expected equal sizes (or drop layer_sizes)")

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from lightloop.benches._common import LockedPort, resolve_store, station_ports
+from lightloop.benches._common import LockedPort, check_role_counts, resolve_store, station_ports
 from lightloop.schema import BuildOverrides, LabConfig, LayerSize, Seed, StrictModel
 from lightloop.errors import ConfigError
 from lightloop.hal.calibration_maps import HomodyneMap, VaporCellMap
@@ -162,19 +162,13 @@ def _resolve(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) 
 
 def _check_station_run(cfg: LabConfig, sizes: tuple[int, ...], ideal: bool, simulated: bool) -> None:
     """The station wires the network this run needs (roles per layer, wire-twin sizes, ideal only when simulated)."""
-    p, roles, src = cfg.processor, cfg.roles, cfg.source
+    roles, src = cfg.roles, cfg.source
     n_layers = len(sizes) - 1
-    for what, have, want in (("weights", len(roles.weights), n_layers), ("vapor_cells", len(roles.vapor_cells), n_layers - 1),
-                             ("detectors.pre", len(roles.detectors.pre), n_layers),
-                             ("detectors.post", len(roles.detectors.post), n_layers - 1),
-                             ("detectors.error", len(roles.detectors.error), n_layers - 1)):
-        if have != want:
-            raise ConfigError(f"{src}: roles.{what}: {have} entries for a network with layer sizes {list(sizes)}; "
-                              f"expected {want} (the config wires hidden layers {list(p.hidden)})")
-    em = cfg.emulator
-    if em is not None and em.layer_sizes is not None and tuple(em.layer_sizes) != sizes:
-        raise ConfigError(f"{src}: emulator.layer_sizes: {em.layer_sizes} but this run needs {list(sizes)}; "
-                          "expected equal sizes (or drop layer_sizes)")
+    check_role_counts(cfg, sizes, [("weights", len(roles.weights), n_layers),
+                                   ("vapor_cells", len(roles.vapor_cells), n_layers - 1),
+                                   ("detectors.pre", len(roles.detectors.pre), n_layers),
+                                   ("detectors.post", len(roles.detectors.post), n_layers - 1),
+                                   ("detectors.error", len(roles.detectors.error), n_layers - 1)])
     if ideal and not simulated:
         raise ConfigError(f"--ideal: {src} drives real instruments; expected a simulated bench "
                           "(emulator.autostart: true or twin instruments)")

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from lightloop.benches._common import LockedPort, resolve_store, station_ports
+from lightloop.benches._common import LockedPort, check_role_counts, resolve_store, station_ports
 from lightloop.errors import ConfigError
 from lightloop.physics.mesh import MeshLayer, layer_ports
 from lightloop.schema import BuildOverrides, LabConfig, LayerSize, Seed, StrictModel
@@ -169,13 +169,14 @@ def nominal_layers(p: Any, sizes: tuple[int, ...], ideal: bool) -> list[MeshLaye
     return [MeshLayer.build(p.layer, n, p.mesh, gain=p.svd_gain, screen=False) for n in ports]
 
 
-def check_station_sizes(cfg: LabConfig, sizes: tuple[int, ...], ideal: bool = False) -> None:
-    """The station wires the network of these layer sizes: one entry per layer, every block as wide as its mesh."""
+def check_station_sizes(cfg: LabConfig, sizes: tuple[int, ...], ideal: bool = False, emulator_sizes: bool = True) -> None:
+    """The station wires the network of these layer sizes: one entry per layer, every block as wide as its mesh
+    (and, emulator_sizes, emulator.layer_sizes equal to them - `lightloop emulate --layer-sizes` overrides it)."""
     p: Schema = cfg.processor
     roles, src = cfg.roles, cfg.source
     layers = nominal_layers(p, sizes, ideal)
     n_layers, hidden = len(layers), sizes[1:-1]
-    for what, have, want in (("phase_shifters", len(roles.phase_shifters), n_layers),
+    check_role_counts(cfg, sizes, [("phase_shifters", len(roles.phase_shifters), n_layers),
                              ("injectors", len(roles.injectors), n_layers),
                              ("adjoint_sources", len(roles.adjoint_sources), n_layers),
                              ("activation_bias", len(roles.activation_bias), n_layers - 1),
@@ -183,10 +184,8 @@ def check_station_sizes(cfg: LabConfig, sizes: tuple[int, ...], ideal: bool = Fa
                              ("detectors.output_receivers", len(roles.detectors.output_receivers), n_layers),
                              ("detectors.input_receivers", len(roles.detectors.input_receivers), n_layers),
                              ("detectors.activation_power", len(roles.detectors.activation_power), n_layers - 1),
-                             ("detectors.activation_slope", len(roles.detectors.activation_slope), n_layers - 1)):
-        if have != want:
-            raise ConfigError(f"{src}: roles.{what}: {have} entries for a network with layer sizes {list(sizes)}; "
-                              f"expected {want} (the config wires hidden layers {list(p.hidden)})")
+                             ("detectors.activation_slope", len(roles.detectors.activation_slope), n_layers - 1)],
+                      emulator_sizes)
     blocks = [("roles.encoder", roles.encoder.count, layers[0].n, "IQ channels for the mesh-1 inputs")]
     for l, lay in enumerate(layers):
         blocks += [(f"roles.injectors[{l}]", roles.injectors[l].count, lay.n, f"IQ channels for the {lay.n} mesh ports"),
@@ -199,10 +198,6 @@ def check_station_sizes(cfg: LabConfig, sizes: tuple[int, ...], ideal: bool = Fa
     for loc, have, want, what in blocks:
         if have != want:
             raise ConfigError(f"{src}: {loc}.count: {have}; expected {want} ({what}; layer sizes {list(sizes)})")
-    em = cfg.emulator
-    if em is not None and em.layer_sizes is not None and tuple(em.layer_sizes) != tuple(sizes):
-        raise ConfigError(f"{src}: emulator.layer_sizes: {em.layer_sizes} but this run needs {list(sizes)}; "
-                          "expected equal sizes (or drop layer_sizes)")
 
 
 def _resolve(cfg: LabConfig, n_inputs: int, n_outputs: int, ov: BuildOverrides) -> tuple[tuple[int, ...], Any]:

@@ -280,7 +280,7 @@ N_TRAIN_GEN, N_TEST_GEN = 2000, 1000
 _SEEDS_GEN = {"spirals": (3031, 3032), "xor": (4041, 4042)}
 
 
-def make_spirals(n: int, rng: np.random.Generator, turns: float = 1.0, noise: float = 0.05) -> tuple[NDArray, NDArray]:
+def make_spirals(n: int, rng: np.random.Generator, turns: float = 1.5, noise: float = 0.05) -> tuple[NDArray, NDArray]:
     """Two interleaved spirals r = t / (2 pi turns), angle t (class 0) or t + pi (class 1), plane units (r <= 1)."""
     y = rng.permutation(np.arange(n) % 2).astype(np.int64)
     t = 2 * np.pi * turns * np.sqrt(rng.uniform(0.0, 1.0, n))   # uniform density along the arm's area
@@ -308,7 +308,7 @@ def _generated(name: str, maker: Callable[..., tuple[NDArray, NDArray]], half_wi
 
 
 def _load_spirals(data_dir: Path | None = None) -> Dataset:
-    """Two spirals (one turn, noise 0.05), 2000 train / 1000 test; [-1.2, 1.2]^2 maps to [0, 1]^2."""
+    """Two spirals (1.5 turns, noise 0.05), 2000 train / 1000 test; [-1.2, 1.2]^2 maps to [0, 1]^2."""
     return _generated("spirals", make_spirals, 1.2)
 
 

@@ -8,6 +8,7 @@ IQ AWG (every output off) and a Qontrol heater driver (every channel at 0 V).
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +25,7 @@ from lightloop.simulators.wire.server import FaultPlan, WireTwinServer
 from lightloop.simulators.wire.slm import SLMTwin
 from lightloop.simulators.wire.temperature_controller import TemperatureControllerTwin
 
-__all__ = ["arm_and_start", "fault_plan", "limit_range", "twin_report"]
+__all__ = ["arm_and_start", "fault_plan", "laser_field_factor", "limit_range", "twin_report"]
 
 
 def limit_range(spec: Any, key: str) -> tuple[float, float] | None:
@@ -92,6 +93,18 @@ def _append_report(path: str) -> Callable[[WireTwinServer], None]:
             fh.write(json.dumps(twin_report(server)) + "\n")
 
     return write
+
+
+def laser_field_factor(laser: LaserControllerTwin | None, i_op: float, i_th: float, slope: float) -> float:
+    """Field scale of the light a laser twin feeds: sqrt(P / P_operating) (P-I model (i_op - i_th) x slope, A and
+    W/A); exactly 1 at the operating point, 1 without a laser twin, 0 when dark."""
+    if laser is None:
+        return 1.0
+    p_op = slope * max(0.0, i_op - i_th)
+    if p_op <= 0:
+        return 0.0
+    ratio = laser.power() / p_op
+    return 1.0 if abs(ratio - 1.0) < 1e-9 else math.sqrt(max(0.0, ratio))
 
 
 def arm_and_start(built: tuple[list[Any], dict[str, int], Any], cfg: Any, faults: FaultPlan | None) -> WireTwinServer:

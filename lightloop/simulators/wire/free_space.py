@@ -30,7 +30,6 @@ JSON line per twin when it stops (commands, violations, faults injected, the out
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +49,7 @@ from lightloop.simulators.free_space import (
     VaporCellHeaterTwin,
     make_free_space_emulator,
 )
-from lightloop.simulators.wire._report import _limit, arm_and_start, fault_plan, twin_report
+from lightloop.simulators.wire._report import _limit, arm_and_start, fault_plan, laser_field_factor, twin_report
 from lightloop.simulators.wire.digitizer import DigitizerTwin
 from lightloop.simulators.wire.laser_controller import LaserControllerTwin
 from lightloop.simulators.wire.power_meter import PowerMeterTwin
@@ -106,13 +105,7 @@ class FreeSpaceWireBench:
 
     def laser_factor(self) -> float:
         """Field scale of the laser: sqrt(P / P_operating); 1 without a laser twin, 0 when dark."""
-        if self.laser is None:
-            return 1.0
-        p_op = self.slope * max(0.0, self.i_op - self.i_th)
-        if p_op <= 0:
-            return 0.0
-        ratio = self.laser.power() / p_op
-        return 1.0 if abs(ratio - 1.0) < 1e-9 else math.sqrt(max(0.0, ratio))
+        return laser_field_factor(self.laser, self.i_op, self.i_th, self.slope)
 
     def _push(self, fields: NDArray[np.float32] | None, n: int, points: int, factor: float,
               write: Callable[[NDArray[np.float32]], None]) -> None:

@@ -27,7 +27,6 @@ emulator exactly as the in-process twin does. Faults and ``LIGHTLOOP_WIRE_REPORT
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +38,7 @@ from lightloop.addresses import address_port
 from lightloop.errors import ConfigError
 from lightloop.hal.frames import IQ_CODE_MAX, decode_iq
 from lightloop.simulators.chip import ChipEmulator
-from lightloop.simulators.wire._report import _limit, arm_and_start, fault_plan, twin_report
+from lightloop.simulators.wire._report import _limit, arm_and_start, fault_plan, laser_field_factor, twin_report
 from lightloop.simulators.wire.awg import AWGTwin
 from lightloop.simulators.wire.digitizer import DigitizerTwin
 from lightloop.simulators.wire.laser_controller import LaserControllerTwin
@@ -102,13 +101,7 @@ class ChipWireBench:
     # light ---------------------------------------------------------------------------------------------
     def laser_factor(self) -> float:
         """Field scale of the laser: sqrt(P / P_operating); 1 without a laser twin, 0 when dark."""
-        if self.laser is None:
-            return 1.0
-        p_op = self.slope * max(0.0, self.i_op - self.i_th)
-        if p_op <= 0:
-            return 0.0
-        ratio = self.laser.power() / p_op
-        return 1.0 if abs(ratio - 1.0) < 1e-9 else math.sqrt(max(0.0, ratio))
+        return laser_field_factor(self.laser, self.i_op, self.i_th, self.slope)
 
     def on_laser(self) -> None:
         """The laser changed: every IQ block's light changes with it."""
