@@ -13,7 +13,7 @@ from typing import Any, NoReturn, Sequence
 
 from lightloop.errors import LightloopError
 
-__all__ = ["main", "default_config_path", "run_training"]
+__all__ = ["main", "default_config_path", "run_training", "version_text"]
 
 
 def default_config_path() -> Path:
@@ -180,6 +180,35 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"lightloop: error: {self.prog}: {message}\n")
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help with each option's default where it has a fixed one (None: taken from the config or computed)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (default is None or default is False or default is argparse.SUPPRESS or "default" in text.lower()
+                or action.option_strings == [] or isinstance(action, argparse._HelpAction)):
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
+def version_text() -> str:
+    """lightloop's version and the versions of the stack it runs on."""
+    import platform
+    from importlib import metadata
+
+    def ver(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    from lightloop import __version__
+
+    return (f"lightloop {__version__} (python {platform.python_version()}, numpy {ver('numpy')}, "
+            f"qcodes {ver('qcodes')}, pyvisa {ver('pyvisa')})")
+
+
 def _train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a network on a (simulated or real) bench",
                        description="On-hardware training: program, forward, error, backward, gradient, update.")
@@ -209,6 +238,16 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--gradient-option", action="append", default=None, metavar="KEY=VALUE",
                    help="option of the gradient method, e.g. q=0.1 one_bit=true (repeatable)")
+    from_config = {"dataset": "training.dataset", "gradient": "training.gradient", "optimizer": "training.optimizer",
+                   "loss": "training.loss", "epochs": "training.epochs", "batch_size": "training.batch_size",
+                   "lr": "training.lr", "init_scale": "training.init_scale", "seed": "training.seed",
+                   "hidden": "processor.hidden", "optical_depth": "processor.optical_depth",
+                   "out": "a new runs/train-<time>-<id> folder"}
+    for action in p._actions:
+        if action.dest in from_config and action.default is None:
+            where = from_config[action.dest]
+            source = where if " " in where else f"the config's {where}"
+            action.help = f"{action.help or ''} (default: {source})".strip()
 
 
 def run_training(args: argparse.Namespace) -> dict[str, Any]:
@@ -331,6 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lightloop.plugins import import_plugins
 
     parser = _OneLineParser(prog="lightloop", description="Hardware-in-the-loop training of photonic networks.")
+    parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     import_plugins(CLI_PLUGINS)
@@ -338,6 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         mod = sys.modules.get(name)
         if mod is not None:
             mod.register(sub)
+    for command in sub.choices.values():
+        command.formatter_class = _HelpFormatter
     args = parser.parse_args(argv)
     from lightloop.shutdown import Terminated, handle_signals
 

@@ -127,3 +127,30 @@ def test_bad_cli_values_are_rejected_by_argparse():
 def test_ideal_and_realistic_exclude_each_other():
     p = run("train", "--ideal", "--realistic")
     assert p.returncode == 2 and "not allowed with argument" in p.stderr
+
+
+def test_version_names_lightloop_and_its_stack(capsys):
+    import lightloop
+    from lightloop.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"lightloop {lightloop.__version__} (python ") and "numpy" in out and "qcodes" in out
+
+
+def test_help_shows_defaults_or_where_they_come_from(capsys):
+    from lightloop.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: the config's training.epochs)" in text and "(default: the config's training.lr)" in text
+    with pytest.raises(SystemExit):
+        main(["emulate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--fault-rate" in text
+    with pytest.raises(SystemExit):
+        main(["calibrate", "--help"])
+    assert "(default:" in capsys.readouterr().out
