@@ -57,10 +57,7 @@ def select_routines(proc: OpticalProcessor, names: Sequence[str]) -> list[Routin
 
 
 def save_plots(result: CalibrationResult, plot_dir: Path) -> list[str]:
-    """One PNG per fit of a result (matplotlib Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """One PNG per fit of a result (matplotlib Figure objects: the caller's backend is never changed)."""
     from matplotlib.figure import Figure
 
     plot_dir = Path(plot_dir)
@@ -68,10 +65,9 @@ def save_plots(result: CalibrationResult, plot_dir: Path) -> list[str]:
     paths = []
     for title, draw in result.plots:
         path = contained(plot_dir, f"{title}.png")   # a title never names a file outside the plot folder
-        fig = Figure(figsize=(9, 4.5))
+        fig = Figure(figsize=(9, 4.5), layout="constrained")   # labels and titles never overlap or clip
         draw(fig)
-        fig.subplots_adjust(left=0.08, right=0.97, bottom=0.12, top=0.9, wspace=0.3)
-        fig.savefig(path, dpi=72)
+        fig.savefig(path, dpi=90)
         paths.append(str(path))
     return paths
 

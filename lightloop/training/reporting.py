@@ -71,30 +71,39 @@ class MetricsLog:
         atomic_write_bytes(self.path, "".join(ln + "\n" for ln in keep).encode())
 
 
-def plot_learning_curve(history: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Save train/test accuracy and train loss against epoch as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot_learning_curve(history: Sequence[dict[str, Any]], path: Path, title: str = "", settings: str = "") -> Path:
+    """Save accuracy (train, test) and loss (train, test) against epoch as a PNG, the best test epoch marked and the
+    run's settings written under the title (a matplotlib Figure: the caller's backend is never changed)."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     ep = [h["epoch"] for h in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
-    ax1.plot(ep, [100 * h["train_accuracy"] for h in history], "o-", label="train")
-    ax1.plot(ep, [100 * h["test_accuracy"] for h in history], "s-", label="test")
-    ax1.set_xlabel("epoch")
-    ax1.set_ylabel("accuracy (%)")
-    ax1.legend()
+    best = max(history, key=lambda h: h["test_accuracy"])
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.plot(ep, [100 * h["train_accuracy"] for h in history], "o-", ms=3, label="train")
+    ax1.plot(ep, [100 * h["test_accuracy"] for h in history], "s-", ms=3, label="test")
+    ax1.axvline(best["epoch"], color="0.5", ls=":", lw=1)
+    ax1.annotate(f"best test {100 * best['test_accuracy']:.2f}% (epoch {best['epoch']})",
+                 (best["epoch"], 100 * best["test_accuracy"]), textcoords="offset points", xytext=(4, -14),
+                 fontsize=8, color="0.3")
+    ax1.set(xlabel="epoch", ylabel="accuracy (%)")
+    ax1.legend(fontsize=8)
     ax1.grid(alpha=0.3)
-    ax2.semilogy(ep, [h["train_loss"] for h in history], "o-", color="C3")
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("train MSE loss")
+    ax2.plot(ep, [h["train_loss"] for h in history], "o-", ms=3, color="C0", label="train")
+    if all(h.get("test_loss") is not None for h in history):
+        ax2.plot(ep, [h["test_loss"] for h in history], "s-", ms=3, color="C1", label="test")
+    if all(h["train_loss"] > 0 for h in history):
+        ax2.set_yscale("log")
+    ax2.axvline(best["epoch"], color="0.5", ls=":", lw=1)
+    ax2.set(xlabel="epoch", ylabel="loss")
+    ax2.legend(fontsize=8)
     ax2.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if title or settings:
+        fig.suptitle("\n".join(t for t in (title, settings) if t), fontsize=9)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -195,7 +195,11 @@ class Trainer:
             self.processor.safe_state()
             raise
         if self.out_dir and history:
-            plot_learning_curve(history, self.out_dir / "learning_curve.png", self.tag)
+            st = self.settings
+            plot_learning_curve(history, self.out_dir / "learning_curve.png", self.tag,
+                                f"{self.method.name}, {type(self.optimizer).__name__} lr {self.optimizer.lr:g}, batch "
+                                f"{st.batch_size}, {st.epochs} epochs, loss {st.loss}, seed {st.seed}, layers "
+                                f"{list(self.processor.layer_sizes)}")
             artifacts = getattr(self.processor, "write_run_artifacts", None)
             if artifacts is not None:  # optional processor hook: its own figures in the run dir
                 artifacts(self.out_dir)

@@ -41,6 +41,6 @@ def _plot_sa(layer: int, drive: list[NDArray], pre: list[NDArray], post: list[ND
             ee = np.linspace(0, e.max(), 200)
             ax.plot(ee, sa_forward(ee, p["a0"][s]), "-", color=f"C{s}", label=f"a0 = {p['a0'][s]:.3f}")
         ax.set(xlabel="pump field E (saturation units)", ylabel="transmitted field g(E)",
-               title=f"vapor cell {layer}: saturation level alpha = {p['alpha']:.4f} field/drive")
+               title=f"vapor cell {layer + 1} (after weight layer {layer + 1}): saturation level alpha = {p['alpha']:.4f} field/drive")
         ax.legend(fontsize=7)
     return draw

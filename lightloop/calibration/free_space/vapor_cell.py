@@ -61,7 +61,7 @@ class VaporCellRoutine(_FreeSpaceRoutine):
                 m = VaporCellMap(s, o)
                 ax.semilogy(tt, [m.optical_depth(x) for x in tt], "-",
                             label=f"sigma*L = {s:.4g} m^3, offset {o:+.3f} K")
-                ax.set(xlabel="controller temperature (K)", ylabel="optical depth a0", title=f"vapor cell {c}")
+                ax.set(xlabel="controller temperature (K)", ylabel="optical depth a0", title=f"vapor cell {c + 1} (after weight layer {c + 1})")
                 ax.legend(fontsize=7)
             res.plots.append((f"vapor_cell{c}", draw))
         res.arrays["sigma_l_m3"] = sigma
