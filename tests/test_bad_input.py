@@ -203,8 +203,8 @@ for key, value, frag in [
     ("weights.max_weight", -1, "greater"), ("weights.dmd_block_pixels", 0, "greater"),
     ("weights.dmd_block_pixels", 65, "less"), ("vapor_cell.sigma_l_m3", float("inf"), "finite"),
     ("vapor_cell.sigma_l_m3", 0, "greater"), ("vapor_cell.sigma_l_m3", 1e-5, "less"),
-    ("vapor_cell.t_min_k", 0, "greater"), ("vapor_cell.t_min_k", -5, "greater"),
-    ("vapor_cell.t_min_k", 500, "t_min_k < t_max_k"), ("vapor_cell.t_max_k", 5000, "less"),
+    ("vapor_cell.t_min_k", 0, "expected a temperature > 0 K"), ("vapor_cell.t_min_k", -5, "above absolute zero"),
+    ("vapor_cell.t_min_k", 500, "t_min_k < t_max_k"), ("vapor_cell.t_max_k", 5000, "less"), ("vapor_cell.t_max_k", "150 degF/min", "is a temperature rate, not a temperature"), ("vapor_cell.t_max_k", "9000 degC", "less than or equal to 1000 (got 9273.15)"),
     ("twin.adc_bits", 2, "greater"), ("twin.truth_seed", -1, "seed"), ("twin.noise_seed", 2**40, "seed"),
     ("twin.shot_noise", -1, "greater"), ("twin.drift.frame_period_s", 0, "greater"),
     ("twin.drift.seed", -2, "seed"), ("twin.drift.lo_phase_rad_per_sqrt_s", float("nan"), "finite"),
@@ -237,7 +237,7 @@ for key, value, frag, field in [
 # === E. station sections (wire twin config) ===================================================================
 for dotted, value, frag in [
     ("instruments.laser.driver", "bogus", "unknown driver"), ("instruments.laser.timeout", "-5 s", "time >= 0"),
-    ("instruments.laser.timeout", "5 parsec", "unit 'parsec'"), ("instruments.laser.timeout", "3 days", "unit"),
+    ("instruments.laser.timeout", "5 parsec", "unit 'parsec'"), ("instruments.laser.timeout", "3 days", "<= 86400 s"),
     ("instruments.laser.ramp_interval", "2 h", "interval"), ("instruments.laser.limits.current", "10 A", "widens"),
     ("instruments.laser.limits.current_ramp", "-2 A/s", "cannot be negative"),
     ("instruments.laser.limits.power", "-5 mW", "cannot be negative"),

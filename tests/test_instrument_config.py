@@ -25,13 +25,20 @@ from test_wire_kit import CHIP_YAML, REAL_YAML, WIRE_YAML, raw, wire_config, wri
     ("5 K/min", "temperature_rate", 5.0), ("0.5 K/s", "temperature_rate", 30.0), ("120 mA", "current", 0.12),
     ("20mW", "power", 0.02), ("2 A/s", "current_rate", 2.0), ("500 ms", "time", 0.5), (" -5 V ", "voltage", -5.0),
     ("1e-3 W", "power", 1e-3), ("0.4 W/A", "slope_efficiency", 0.4),
+    # any unit of the dimension (pint): degrees in a rate or a difference are differences, not absolute
+    ("2 degC/min", "temperature_rate", 2.0), ("1 degC/s", "temperature_rate", 60.0), ("50 mK", "temperature_delta", 0.05),
+    ("0.1 degC", "temperature_delta", 0.1), ("1 kohm", "resistance", 1e3), ("25 mW/rad", "power_per_angle", 0.025),
+    ("180 deg", "angle", 3.141592653589793), ("20 mS", "conductance", 0.02), ("1.3e-17 m^3", "volume", 1.3e-17),
+    ("2 h", "time", 7200.0), ("0.25 mW/mA", "slope_efficiency", 0.25),
 ])
 def test_quantities(value, dim, expected):
     assert parse_quantity(value, dim) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("value, dim", [("5 V", "temperature"), ("3 K/min", "current"), ("abc", "power"),
-                                        (True, "voltage"), ([1, 2], "time"), ("nan V", "voltage")])
+                                        (True, "voltage"), ([1, 2], "time"), ("nan V", "voltage"),
+                                        ("5 furlongs_per_fortnight", "voltage"), ("10 degC", "temperature_rate"),
+                                        ("1 kohm", "conductance"), ("-3 ohm", "resistance")])
 def test_wrong_units_are_refused(value, dim):
     with pytest.raises(ValueError, match=f"expected a {dim.replace('_', ' ')}"):
         parse_quantity(value, dim)

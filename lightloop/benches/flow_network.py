@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from lightloop.schema import BuildOverrides, LabConfig, Seed, StrictModel
+from lightloop.units import Conductance, Voltage
 from lightloop.errors import ConfigError
 from lightloop.hal.flow_network import FlowProcessor
 from lightloop.hal.flow_network_roles import (
@@ -48,10 +49,10 @@ class InitSettings(StrictModel):
     """Initial conductance distribution (S): normal(mean, sd) truncated to [low, high] (ASS22)."""
 
     distribution: Literal["truncated_normal"] = "truncated_normal"
-    mean: float = Field(0.1, gt=0)
-    sd: float = Field(0.01, gt=0)
-    low: float = Field(0.01, gt=0)
-    high: float = Field(0.19, gt=0)
+    mean: Conductance = Field(0.1, gt=0)
+    sd: Conductance = Field(0.01, gt=0)
+    low: Conductance = Field(0.01, gt=0)
+    high: Conductance = Field(0.19, gt=0)
 
     @model_validator(mode="after")
     def _order(self) -> "InitSettings":
@@ -63,12 +64,12 @@ class InitSettings(StrictModel):
 class LimitSettings(StrictModel):
     """Hardware limits: conductance box (S) and its policy, source currents (A), clamp EMF (V)."""
 
-    w_min_s: float = Field(1e-3, gt=0)
-    w_max_s: float = Field(1.0, gt=0)
+    w_min_s: Conductance = Field(1e-3, gt=0)
+    w_max_s: Conductance = Field(1.0, gt=0)
     on_violation: Literal["clip", "error"] = Field("clip", description="conductances outside the box: clip or refuse")
     max_current_a: float = Field(10.0, gt=0, description="input current sources")
     max_feedback_current_a: float = Field(10.0, gt=0, description="feedback (chemical) sources")
-    max_clamp_v: float = Field(100.0, gt=0, description="output clamp / nudge sources")
+    max_clamp_v: Voltage = Field(100.0, gt=0, description="output clamp / nudge sources")
 
     @model_validator(mode="after")
     def _order(self) -> "LimitSettings":
@@ -91,8 +92,8 @@ class TwinSettings(StrictModel):
     noise_seed: Seed = 0
     ideal: bool = False
     programming_error: float = Field(0.01, ge=0, le=0.2, description="relative sd of the per-edge conductance gain")
-    probe_noise_v: float = Field(1e-4, ge=0, description="sd of each signal potential record, V")
-    feedback_noise_v: float = Field(1e-4, ge=0, description="sd of each feedback potential record, V")
+    probe_noise_v: Voltage = Field(1e-4, ge=0, description="sd of each signal potential record, V")
+    feedback_noise_v: Voltage = Field(1e-4, ge=0, description="sd of each feedback potential record, V")
 
 
 class Schema(StrictModel):

@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 
 from lightloop.benches._common import LockedPort, check_role_counts, resolve_store, station_ports
 from lightloop.schema import BuildOverrides, LabConfig, LayerSize, Seed, StrictModel
+from lightloop.units import Seconds, Temperature, Voltage, Volume
 from lightloop.errors import ConfigError
 from lightloop.hal.calibration_maps import HomodyneMap, VaporCellMap
 from lightloop.hal.free_space import FreeSpaceProcessor
@@ -40,7 +41,7 @@ class DriftSettings(StrictModel):
     lo_phase_rad_per_sqrt_s: float = Field(0.0, ge=0, description="LO-phase random walk of every homodyne channel")
     lo_phase_common_rad_per_sqrt_s: float = Field(0.0, ge=0, description="LO-phase walk common to a detector array")
     cell_temperature_k_per_sqrt_s: float = Field(0.0, ge=0, description="true-minus-read vapor temperature walk")
-    frame_period_s: float = Field(1e-3, gt=0, description="simulated time per displayed frame")
+    frame_period_s: Seconds = Field(1e-3, gt=0, description="simulated time per displayed frame")
     seed: Seed = 0
 
 
@@ -51,7 +52,7 @@ class TwinSettings(StrictModel):
     noise_seed: Seed = 0
     ideal: bool = False
     shot_noise: float = Field(2e-3, ge=0)
-    electronic_noise_v: float = Field(1e-3, ge=0)
+    electronic_noise_v: Voltage = Field(1e-3, ge=0)
     adc_bits: int | None = Field(14, ge=4, le=24)
     drift: DriftSettings = DriftSettings()
 
@@ -87,9 +88,9 @@ class WeightSettings(StrictModel):
 class VaporCellSettings(StrictModel):
     """Vapor cells: nominal sigma*L (m^3) and heater limits (K)."""
 
-    sigma_l_m3: float = Field(1.3e-17, gt=0, le=SIGMA_L_MAX_M3, description="cross-section x cell length, m^3")
-    t_min_k: float = Field(273.15, gt=0, le=CELL_T_MAX_K)
-    t_max_k: float = Field(423.15, gt=0, le=CELL_T_MAX_K)
+    sigma_l_m3: Volume = Field(1.3e-17, gt=0, le=SIGMA_L_MAX_M3, description="cross-section x cell length, m^3")
+    t_min_k: Temperature = Field(273.15, gt=0, le=CELL_T_MAX_K)
+    t_max_k: Temperature = Field(423.15, gt=0, le=CELL_T_MAX_K)
 
     @model_validator(mode="after")
     def _order(self) -> "VaporCellSettings":
