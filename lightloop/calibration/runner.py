@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -11,6 +12,8 @@ from lightloop.calibration.base import CalibrationResult, Counts, Routine, RunCo
 from lightloop.calibration.store import CalibrationStore, contained
 from lightloop.errors import CalibrationError
 from lightloop.hal.processor import OpticalProcessor
+
+_log = logging.getLogger("lightloop.calibration")
 
 __all__ = ["Outcome", "select_routines", "calibrate", "save_plots"]
 
@@ -89,6 +92,8 @@ def calibrate(proc: OpticalProcessor, names: Sequence[str], ctx: RunContext, sto
         if ctx.plot_dir is not None and result.plots:
             out.plots = save_plots(result, Path(ctx.plot_dir))
         outcomes.append(out)
+        _log.info("calibration %s: %s, %d acquisitions, %.1f s%s", routine.name, out.status, result.counts.acquisitions,
+                  result.seconds, f" ({out.reason})" if out.reason else "")
     return outcomes
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from lightloop.training.losses import Loss, MSELoss, make_loss
 from lightloop.training.optimizers import Optimizer
 from lightloop.training.reporting import MetricsLog, plot_learning_curve
 from lightloop.training.run_folder import RunFolder
+
+_log = logging.getLogger("lightloop.training")
 
 __all__ = ["TrainSettings", "TrainResult", "Trainer", "evaluate", "predict", "targets_for", "classes_of"]
 
@@ -189,6 +192,10 @@ class Trainer:
                         save_checkpoint(self.out_dir / "best.npz", {"epoch": epoch, "params": params})
                 if log:
                     log.write(rec)
+                _log.info("epoch %d/%d: train loss %.4g accuracy %.4f | test loss %s accuracy %.4f | %.2f s/epoch",
+                          epoch, s.epochs, rec["train_loss"], rec["train_accuracy"],
+                          "-" if rec.get("test_loss") is None else f"{rec['test_loss']:.4g}", rec["test_accuracy"],
+                          rec["epoch_seconds"])
                 if ckpt is not None:
                     save_checkpoint(ckpt, self._state(epoch, params, rng, history, best))
         except BaseException:
