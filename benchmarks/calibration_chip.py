@@ -8,7 +8,12 @@ fidelity of Haar-random targets programmed with the nominal model (ideal decompo
 measured the same way. --scaling N,... adds single-layer chips of N ports: the acquisitions of every
 routine; chips above --fit-max-n are only measured (the global fit is not run: its Gram matrix costs
 O(S N^2 P^2) with P ~ 3.5 N^2 parameters, about a minute per iteration at N = 16 on one core).
+--phi0 uniform draws every heater offset uniformly on [0, 2 pi) (chip.variation.phi0_distribution);
+--spread-scale k multiplies every other fabrication spread of the config (not drift, not noise);
+--sizes N,... calibrates single-layer chips of N ports (every routine; acquisitions, wall time, fidelity and
+truth errors against N; --method columns selects the experimental column-wise phase_shifters engine).
 Example: python benchmarks/calibration_chip.py --seeds 10 --scaling 4,8,16
+         python benchmarks/calibration_chip.py --seeds 5 --phi0 uniform --spread-scale 3 --sizes 8,16
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from lightloop.config import load_config  # noqa: E402
 from lightloop.physics.mzi import random_unitary  # noqa: E402
 
 CONFIG = ROOT / "lightloop" / "lab_configs" / "integrated_chip.yaml"
+SPREADS = ("coupler_sd_rad", "loss_sd_db", "p_pi_rel_sd", "resistance_rel_sd", "crosstalk_scale_sd", "crosstalk_pair_sd",
+           "ring_detuning_sd", "ring_k_rel_sd", "supply_rel_sd", "gain_rel_sd", "phase_error_sd_rad")
 MODES = ["model_no_xt_compensation", "ideal_decomposition", "model", "self_configured"]
 
 
@@ -68,7 +75,8 @@ def one_chip(cfg, args, seed: int) -> dict:
     f_nom = nominal_fidelity(proc, args.targets, seed)
     names = [r.name for r in routines_for(proc)]
     t0 = time.perf_counter()
-    outcomes = calibrate(proc, names, RunContext(seed=seed, options={"mesh_targets": args.targets}))
+    outcomes = calibrate(proc, names, RunContext(seed=seed, options={"mesh_targets": args.targets,
+                                                                     "ps_method": args.method}))
     rep = twin_truth_report(proc, outcomes)
     run = {"seed": seed, "seconds": time.perf_counter() - t0, "ports": [l.n_ports for l in proc.layers],
            "F_unit_nominal_min": float(np.min(f_nom)), "routines": {}}
@@ -121,6 +129,32 @@ def scaling(cfg, n: int, fit: bool, seed: int = 1) -> dict:
     return out
 
 
+def sized(cfg, n: int, args, seed: int) -> dict:
+    """Every chip routine on a single-layer chip of n ports: status, acquisitions, wall time, truth errors."""
+    proc = _chip(cfg, n - 2, min(4, n), seed, [])
+    names = [r.name for r in routines_for(proc)]
+    t0 = time.perf_counter()
+    try:
+        outcomes = calibrate(proc, names, RunContext(seed=seed, options={"mesh_targets": args.targets,
+                                                                         "ps_method": args.method}))
+    except Exception as e:  # noqa: BLE001 - a failure is a figure of this benchmark
+        return {"N": n, "seed": seed, "error": f"{type(e).__name__}: {e}", "seconds": time.perf_counter() - t0}
+    rep = twin_truth_report(proc, outcomes)
+    out = {"N": n, "seed": seed, "heaters": proc.layers[0].bank.n_channels,
+           "wall_seconds": round(time.perf_counter() - t0, 1), "routines": {}}
+    for o in outcomes:
+        r, res = rep.get(o.routine, {}), o.result
+        out["routines"][o.routine] = {"status": o.status, "reason": (o.reason or "")[:200],
+                                      "acquisitions": res.counts.acquisitions if res else None,
+                                      "seconds": round(res.seconds, 1) if res else None,
+                                      **{k: v for k, v in r.items() if k != "layers"}}
+        if o.routine == "mesh" and res is not None:
+            out["routines"]["mesh"]["F_unit_model_min"] = float(res.arrays["fidelity_unit_0"][:, 2].min())
+    out["all_within_tolerance"] = all(o.status == "ok" for o in outcomes) and all(
+        all(r.get("within_tolerance", {}).values()) for r in rep.values() if isinstance(r, dict))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seeds", type=int, default=5)
@@ -131,9 +165,25 @@ def main() -> None:
     ap.add_argument("--targets", type=int, default=2, help="Haar-random unitaries per layer and chip")
     ap.add_argument("--scaling", default="", help="comma-separated mesh sizes N for the measurement counts")
     ap.add_argument("--fit-max-n", type=int, default=8, help="largest N of --scaling that is also fitted")
+    ap.add_argument("--phi0", choices=["normal", "uniform"], default="normal", help="heater offset distribution")
+    ap.add_argument("--spread-scale", type=float, default=1.0, help="multiplies every other fabrication spread")
+    ap.add_argument("--sizes", default="", help="comma-separated N: single-layer chips through every routine")
+    ap.add_argument("--method", choices=["global", "columns"], default="global", help="phase_shifters engine")
     args = ap.parse_args()
     cfg = load_config(CONFIG)
     cfg.processor.mesh = args.mesh
+    var = cfg.processor.chip.variation
+    var.phi0_distribution = args.phi0
+    for f in SPREADS:
+        setattr(var, f, getattr(var, f) * args.spread_scale)
+    if args.sizes:
+        rows = [sized(cfg, int(n), args, seed) for n in args.sizes.split(",") if n.strip()
+                for seed in range(1, args.seeds + 1)]
+        print(json.dumps({"config": str(CONFIG.relative_to(ROOT)), "mesh": args.mesh, "phi0": args.phi0,
+                          "spread_scale": args.spread_scale, "method": args.method, "sizes": rows,
+                          "chips_within_tolerance": sum(bool(r.get("all_within_tolerance")) for r in rows),
+                          "chips": len(rows)}, indent=1, default=float))
+        return
     runs = [one_chip(cfg, args, seed) for seed in range(1, args.seeds + 1)]
     summary: dict = {}
     for name in runs[0]["routines"]:

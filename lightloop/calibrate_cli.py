@@ -58,6 +58,13 @@ def _a0_range(raw: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _ps_method(raw: str) -> str:
+    """phase_shifters engine: 'global' (default) or 'columns' (experimental)."""
+    if raw not in ("global", "columns"):
+        raise ValueError(raw)
+    return raw
+
+
 _FS = ("saturable_absorber", "vapor_cell", "homodyne")
 #: every routine option: name -> (routines that read it, parser, what is expected)
 OPTIONS: dict[str, tuple[tuple[str, ...], Callable[[str], Any], str]] = {
@@ -82,10 +89,17 @@ OPTIONS: dict[str, tuple[tuple[str, ...], Callable[[str], Any], str]] = {
     "ps_tries": (("phase_shifters",), *_int(1, 100)),
     "ps_max_iter": (("phase_shifters",), *_int(1, 10_000)),
     "ps_max_passes": (("phase_shifters",), *_int(1, 100)),
+    "ps_method": (("phase_shifters",), _ps_method, "global or columns"),
+    "ps_max_sweeps": (("phase_shifters",), *_int(1, 1000)),
+    "ps_global_max_n": (("phase_shifters",), *_int(0, 1024)),
     "xt_steps": (("crosstalk",), *_int(2, 1000)),
     "mesh_targets": (("mesh",), *_int(1, 1000)),
     "mesh_passes": (("mesh",), *_int(1, 100)),
     "mesh_min_fidelity": (("mesh",), *_num(0.0, 1.0)),
+    "readout_settings": (("readout",), *_int(1, 100)),
+    "readout_batch": (("readout",), *_int(4, 100_000)),
+    "readout_field": (("readout",), *_num(1e-3, 10.0)),
+    "readout_fit_threshold": (("readout",), *_num(1e-6, 1.0)),
 }
 
 
@@ -223,9 +237,16 @@ def run_calibrate(args: argparse.Namespace) -> dict[str, Any]:
         proc.close()
         raise
     t0 = time.perf_counter()
-    with proc:
+    from lightloop.records import RunRecording
+    from lightloop.training.run_folder import unique_run_dir
+
+    # run records (provenance, log file) next to the plots, else in a new runs/calibrate-<time>-<id> folder
+    with proc, RunRecording(plot_dir or unique_run_dir("runs", "calibrate"), "calibrate", cfg=cfg,
+                            config_path=args.config or default_config_path(), args=args,
+                            settings={"calibration_store": store_path}) as record:
         outcomes = calibrate(proc, args.routines, ctx, None if args.no_save else store, cfg.bench)
         truth = twin_truth_report(proc, outcomes)
+        record.attach(proc)   # station snapshot while the instruments are connected
     routines = []
     for o in outcomes:
         s = o.summary()
@@ -244,6 +265,8 @@ def run_calibrate(args: argparse.Namespace) -> dict[str, Any]:
         out["twin_truth"] = {"weight_fidelity": truth.get("weight_fidelity", {}),
                              "all_within_tolerance": all(all(r.get("within_tolerance", {}).values())
                                                          for k, r in truth.items() if k != "weight_fidelity")}
+    out["record"] = str(record.folder)
+    record.finish(out, calibration=loaded)
     return out
 
 

@@ -13,7 +13,7 @@ from typing import Any, NoReturn, Sequence
 
 from lightloop.errors import LightloopError
 
-__all__ = ["main", "default_config_path", "run_training", "version_text"]
+__all__ = ["main", "default_config_path", "run_training", "version_text", "configure_logging", "LOG_LEVELS"]
 
 
 def default_config_path() -> Path:
@@ -135,7 +135,7 @@ def _registered(kind: str) -> Any:
         from lightloop.training import datasets, gradients
 
         import_plugins(gradients.GRADIENT_PLUGINS)
-        names = sorted(datasets.dataset_names() if kind == "dataset" else gradients.GRADIENT_METHODS)
+        names = sorted(datasets.dataset_names() if kind == "dataset" else gradients.gradient_names())
         if s not in names:
             raise argparse.ArgumentTypeError(f"unknown {kind} {s!r}; expected one of: {', '.join(names)}")
         return s
@@ -190,6 +190,25 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
                 or action.option_strings == [] or isinstance(action, argparse._HelpAction)):
             return text
         return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def configure_logging(level: str | None = None) -> None:
+    """The `lightloop` logger's stderr handler: `level`, else INFO off a terminal (per-epoch lines) and WARNING on
+    one (progress bars show there). Replaces the handler a previous call installed (in-process callers, tests)."""
+    import logging
+
+    logger = logging.getLogger("lightloop")
+    logger.setLevel(logging.DEBUG)          # handlers decide; a run's log file takes everything
+    for h in [h for h in logger.handlers if getattr(h, "_lightloop_stderr", False)]:
+        logger.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._lightloop_stderr = True        # type: ignore[attr-defined]
+    handler.setLevel(level or ("WARNING" if sys.stderr.isatty() else "INFO"))
+    handler.setFormatter(logging.Formatter("lightloop: %(message)s"))
+    logger.addHandler(handler)
 
 
 def version_text() -> str:
@@ -302,10 +321,15 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError("--resume: expected --out naming the run folder to continue")
     out = args.out or unique_run_dir("runs", "train")
     # locked before any instrument is touched: a second run on this folder fails here, at once
-    with RunFolder(out, resume=args.resume, accept_change=getattr(args, "accept_change", False)) as run:
+    from lightloop.records import RunRecording   # provenance, log file and QCoDeS DataSet of the run
+
+    with RunFolder(out, resume=args.resume, accept_change=getattr(args, "accept_change", False)) as run, \
+            RunRecording(run.path, "train", cfg=cfg, config_path=config_path, args=args,
+                         settings={**fingerprint, "epochs": settings.epochs}) as record:
         run.verify(fingerprint, info={"config": str(config_path.resolve()), "argv": sys.argv[1:]})
         proc = build_processor(cfg, data.n_features, data.n_classes, ov)
         with proc:   # from here on every ending leaves the bench in its safe state
+            record.attach(proc)   # station snapshot, calibration records loaded, per-step losses
             if cfg.feedback is not None and getattr(proc, "feedback_channel", None) is None:
                 from lightloop.benches.digital import attach_photon_feedback
 
@@ -320,6 +344,7 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
         "gradient_options": options,
     }
     summary.update(getattr(proc, "summary_fields", lambda: {})())
+    record.finish(summary, result.history)
     return summary
 
 
@@ -362,7 +387,8 @@ def parse_scalar(raw: str) -> bool | int | float | str:
 
 #: modules adding subcommands: each has register(subparsers) that calls set_defaults(handler=fn),
 #: fn(args) -> int exit code (errors raised as LightloopError are printed in one line by main)
-CLI_PLUGINS = ("lightloop.calibrate_cli", "lightloop.emulate_cli", "lightloop.sweep", "lightloop.safe_cli")
+CLI_PLUGINS = ("lightloop.calibrate_cli", "lightloop.emulate_cli", "lightloop.sweep", "lightloop.safe_cli",
+               "lightloop.runs_cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -380,7 +406,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             mod.register(sub)
     for command in sub.choices.values():
         command.formatter_class = _HelpFormatter
+        command.add_argument("--log-level", type=str.upper, default=None, choices=LOG_LEVELS,
+                             help="stderr log level (default: INFO when stderr is not a terminal - one line per "
+                                  "epoch -, WARNING on a terminal, where progress bars show instead)")
     args = parser.parse_args(argv)
+    configure_logging(args.log_level)
     from lightloop.shutdown import Terminated, handle_signals
 
     try:

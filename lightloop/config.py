@@ -10,7 +10,6 @@ bench builder (``lightloop.bench``) import this module (docs/architecture.md).
 
 from __future__ import annotations
 
-import importlib
 import math
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,9 @@ def bench_module(kind: str, source: str = "<config>") -> Any:
     kinds = available_kinds()
     if not isinstance(kind, str) or kind not in kinds:
         raise ConfigError(f"{source}: processor.kind: unknown kind {kind!r}; expected one of: {', '.join(kinds)}")
-    return importlib.import_module(f"lightloop.benches.{kind}")
+    from lightloop.benches import load_bench_module   # built-in module or a `lightloop.benches` entry point
+
+    return load_bench_module(kind)
 
 
 class _YamlProblem(Exception):

@@ -494,8 +494,14 @@ def _handler(args: argparse.Namespace) -> int:
         args.config = default_config_path()
     spec = SweepSpec(args.config, parse_grid(args.grid), parse_set(args.set or []), args.repeat,
                      args.out or Path("runs") / f"sweep-{Path(args.config).stem}", args.data_dir)
-    report = run_sweep(spec, scheduler=args.scheduler, workers=args.workers, fmt=args.format, metric=args.metric,
-                       progress=not args.no_progress)
+    from lightloop.records import RunRecording
+    from lightloop.records.runs import calibration_of_runs
+
+    with RunRecording(spec.out, "sweep", cfg=spec.cfg, config_path=spec.config, args=args,   # provenance, run.log
+                      settings={"grid": spec.grid, "fixed": spec.fixed, "repeat": spec.repeat}) as record:
+        report = run_sweep(spec, scheduler=args.scheduler, workers=args.workers, fmt=args.format, metric=args.metric,
+                           progress=not args.no_progress)
+    record.finish(report, calibration=calibration_of_runs(spec.out / "runs"))   # each point has its own records
     print(json.dumps(report))
     return 1 if report["failed"] else 0
 

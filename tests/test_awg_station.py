@@ -138,7 +138,7 @@ def test_reboot_means_re_upload_and_outputs_back_before_use(bench):
     log.clear()
     blk.write_fields(fields)                                                  # same batch: restored, not re-sent
     assert log.commands("awg")[0] == "*IDN?" and [c.split(" ")[0].split(":")[0] for c in log.commands("awg")[1:]] \
-        == ["SOUR2", "TRIG", "SEQ", "OUTP"]
+        == ["SOUR2", "TRIG", "SOUR2", "OUTP"]                                # the upload line sets amplitudes first
     np.testing.assert_array_equal(tw.sequence([2, 3, 5, 7]), encode_iq(fields, FS))
     assert tw.outputs[[1, 2, 4, 6]].all() and list(tw.amplitude[[1, 2, 4, 6]]) == [AMP] * 4 and tw.trigger == "EXT"
     assert blk.link.reconnects == 1 and log.violations == []

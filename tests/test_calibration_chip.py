@@ -150,7 +150,9 @@ def test_results_round_trip_through_the_store(tmp_path):
     store = CalibrationStore(tmp_path)
     proc = _chip(4, n_in=3)
     out = calibrate(proc, ["all"], RunContext(seed=4, options={"mesh_targets": 1}), store=store, bench="chip")
-    assert [(o.routine, o.status) for o in out] == [("phase_shifters", "ok"), ("crosstalk", "ok"), ("mesh", "ok")]
+    ours = [(o.routine, o.status) for o in out if o.routine in ("phase_shifters", "crosstalk", "mesh")]
+    assert ours == [("phase_shifters", "ok"), ("crosstalk", "ok"), ("mesh", "ok")]
+    assert all(o.status == "ok" for o in out), [(o.routine, o.reason) for o in out]
     fresh = _chip(4, n_in=3)
     assert fresh.layers[0].couplers is None
     load_into_processor(fresh, store, "chip")

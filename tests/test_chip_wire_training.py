@@ -56,6 +56,8 @@ def test_wire_chip_measures_like_the_in_process_chip(clean_wire):
         for a, b in zip(gt, gw):
             assert _cos(a, b) > 0.995 and np.linalg.norm(a - b) <= 0.1 * np.linalg.norm(a)
         stats, server = wire.station.stats, wire.station.server
+        heaters = server.endpoints["heaters"]                      # the config's limits reach the driver's cut-offs
+        assert float(heaters.vmax.max()) <= 9.0 and float(heaters.imax.max()) <= 20.0   # V and mA (20 mA limit)
         for name in ("iq_awg", "scope", "laser", "ring_bias"):     # every message counted on both ends
             assert stats.per_instrument[name] == server.log.count(name), name
         # the heater driver pipelines one line per channel: a program() is a few round trips (read-back, ramp steps)

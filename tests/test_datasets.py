@@ -156,3 +156,117 @@ def test_csv_sets_from_data_dir_are_validated(tmp_path):
         src.write_text(good.splitlines(keepends=True)[0] + bad + "".join(good.splitlines(keepends=True)[1:]))
         with pytest.raises(DatasetError, match=f"iris.csv: {fragment}"):
             load_dataset("iris", tmp_path)
+
+
+# --- generated 2D tasks that need a hidden layer (issue 13) ------------------------------------------------
+def _linear_accuracy(d):
+    """Least-squares linear classifier on [x, 1] (a stand-in for any linear model)."""
+    a = np.hstack([d.x_train, np.ones((d.x_train.shape[0], 1))])
+    w, *_ = np.linalg.lstsq(a, 2.0 * d.y_train - 1.0, rcond=None)
+    b = np.hstack([d.x_test, np.ones((d.x_test.shape[0], 1))])
+    return float(np.mean((b @ w > 0) == d.y_test))
+
+
+def _nn1_accuracy(d):
+    d2 = ((d.x_test[:, None, :] - d.x_train[None, :, :]) ** 2).sum(-1)
+    return float(np.mean(d.y_train[d2.argmin(1)] == d.y_test))
+
+
+@pytest.mark.parametrize("name", ["spirals", "xor"])
+def test_generated_tasks_are_seeded_balanced_and_need_a_hidden_layer(name):
+    from lightloop.training.datasets import dataset_names
+
+    a, b = load_dataset(name), load_dataset(name)
+    assert name in dataset_names()
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+    assert a.x_train.shape == (2000, 2) and a.x_test.shape == (1000, 2) and a.n_classes == 2
+    assert a.x_train.dtype == np.float32 and a.y_train.dtype == np.int64
+    assert 0 <= a.x_train.min() and a.x_train.max() <= 1 and 0 <= a.x_test.min() and a.x_test.max() <= 1
+    assert np.bincount(a.y_train).tolist() == [1000, 1000] and np.bincount(a.y_test).tolist() == [500, 500]
+    assert not np.isin(a.x_test.view(np.complex64), a.x_train.view(np.complex64)).any()  # independent draws
+    assert _linear_accuracy(a) < 0.7          # no linear model solves it ...
+    assert _nn1_accuracy(a) > 0.9             # ... but the classes are separable by a nonlinear one
+
+
+def test_xor_labels_follow_the_quadrant_signs():
+    d = load_dataset("xor")
+    x = d.x_train * 5.0 - 2.5                # back to plane units
+    quadrant = (np.sign(x[:, 0]) != np.sign(x[:, 1])).astype(np.int64)
+    assert 0.9 < np.mean(quadrant == d.y_train) < 0.99   # noisy: sd 0.5 blobs cross the axes sometimes
+
+
+def test_spiral_arms_are_half_a_turn_apart():
+    from lightloop.training.datasets import make_spirals
+
+    x, y = make_spirals(4000, np.random.default_rng(0), noise=0.0)
+    r, ang = np.hypot(x[:, 0], x[:, 1]), np.arctan2(x[:, 1], x[:, 0])
+    t = r * 2 * np.pi * 1.5                  # the arm's parameter, recovered from the radius
+    resid = np.angle(np.exp(1j * (ang - t - np.pi * y)))
+    assert np.abs(resid).max() < 1e-9 and r.max() <= 1.0
+
+
+def test_validation_split_is_carved_from_training_data_only():
+    from lightloop.training.datasets import validation_split
+
+    d = load_dataset("xor")
+    v = validation_split(d, 0.25, seed=0)
+    assert v.x_train.shape[0] == 1500 and v.x_test.shape[0] == 500
+    assert np.bincount(v.y_test).tolist() == [250, 250]                     # stratified
+    rows = lambda a: {r.tobytes() for r in a}  # noqa: E731
+    assert rows(v.x_train) | rows(v.x_test) == rows(d.x_train)              # a partition of the training set
+    assert not rows(v.x_train) & rows(v.x_test)
+    assert not rows(v.x_test) & rows(d.x_test)                              # the test set is never used
+    assert not np.array_equal(validation_split(d, 0.25, seed=1).x_test, v.x_test)   # the seed draws the split
+    with pytest.raises(DatasetError, match="validation fraction") as info:
+        validation_split(d, 1.0)
+    assert "\n" not in str(info.value)
+
+
+def test_cv_folds_validate_every_training_sample_once():
+    from lightloop.training.datasets import cv_folds
+
+    d = load_dataset("iris")
+    folds = cv_folds(d, 3, seed=0)
+    seen = np.concatenate([f.x_test for f in folds])
+    assert seen.shape[0] == 75 and len({r.tobytes() for r in seen}) == 75
+    for f in folds:
+        assert set(np.bincount(f.y_test, minlength=3).tolist()) <= {8, 9}   # stratified: 25 per class in 3 folds
+        assert f.x_train.shape[0] + f.x_test.shape[0] == 75
+        assert not {r.tobytes() for r in f.x_train} & {r.tobytes() for r in f.x_test}
+    with pytest.raises(DatasetError, match="folds"):
+        cv_folds(d, 1)
+
+
+# --- single-output binary tasks (the Ashtiani et al. chip: one output, MSE to 0/1, threshold 0.5) ----------
+def test_single_output_targets_and_decisions():
+    from lightloop.training.trainer import classes_of, targets_for
+
+    y = np.array([0, 1, 1, 0])
+    np.testing.assert_array_equal(targets_for(y, 2, 1), [[0.0], [1.0], [1.0], [0.0]])
+    assert targets_for(y, 2, 2).shape == (4, 2)                              # two outputs: one-hot as before
+    np.testing.assert_array_equal(classes_of(np.array([[0.2], [0.5], [0.9], [-1.0]])), [0, 1, 1, 0])
+    np.testing.assert_array_equal(classes_of(np.array([[0.2, 0.3], [0.9, 0.1]])), [1, 0])
+
+
+def test_chip_with_one_output_learns_a_binary_task():
+    from lightloop.bench import BuildOverrides, build_processor
+    from lightloop.config import load_config
+    from lightloop.training.gradients import make_gradient
+    from lightloop.training.optimizers import make_optimizer
+    from lightloop.training.trainer import Trainer, TrainSettings, evaluate
+
+    data = load_dataset("xor")
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "lab_configs" / "integrated_chip.yaml"
+    proc = build_processor(load_config(config), 2, 1, BuildOverrides())
+    assert proc.layer_sizes == (2, 8, 1)
+    res = Trainer(proc, make_gradient("adjoint"), make_optimizer("adam", 0.03),
+                  TrainSettings(epochs=3, batch_size=32, progress=False)).fit(data)
+    assert res.test_accuracy > 0.85          # argmax of one output would always say class 0: 50 %
+    proc.program(res.params)
+    out = proc.forward(data.x_test).output
+    acc, loss = evaluate(proc, data.x_test, data.y_test, 2)
+    assert out.shape == (1000, 1) and abs(acc - np.mean((out[:, 0] >= 0.5) == data.y_test)) < 0.02
+    assert 0 < loss < 0.25                   # MSE against the 0/1 class (one-hot over 1 column would fail)

@@ -18,6 +18,7 @@ from lightloop.benches._common import LockedPort, check_role_counts, resolve_sto
 from lightloop.errors import ConfigError
 from lightloop.physics.mesh import MeshLayer, layer_ports
 from lightloop.schema import BuildOverrides, LabConfig, LayerSize, Seed, StrictModel
+from lightloop.units import Angle, PowerPerAngle, Resistance, Seconds, Voltage
 from lightloop.hal.chip import ChipProcessor
 from lightloop.hal.chip_roles import (
     ChipLayer,
@@ -54,15 +55,15 @@ class ActivationSettings(StrictModel):
     supply: float = Field(1.0, gt=0, description="supply-carrier power")
     detuning: float = Field(0.0, description="ring bias detuning (linewidths)")
     detuning_per_volt: float = Field(1.0, gt=0)
-    v_bias_max: float = Field(5.0, gt=0)
+    v_bias_max: Voltage = Field(5.0, gt=0)
 
 
 class PhaseShifterSettings(StrictModel):
     """Thermo-optic heaters: phase = phi0 + (C P) / P_pi, P = V^2 / R."""
 
-    p_pi_w_per_rad: float = Field(0.025 / np.pi, gt=0, description="heater power per radian (W/rad)")
-    resistance_ohm: float = Field(1000.0, gt=0)
-    v_max: float = Field(9.0, gt=0, description="per-channel voltage limit (V)")
+    p_pi_w_per_rad: PowerPerAngle = Field(0.025 / np.pi, gt=0, description="heater power per radian (W/rad)")
+    resistance_ohm: Resistance = Field(1000.0, gt=0)
+    v_max: Voltage = Field(9.0, gt=0, description="per-channel voltage limit (V)")
     crosstalk_nearest: float = Field(0.04, ge=0, lt=0.5, description="thermal crosstalk at one mode pitch")
     crosstalk_decay: float = Field(1.0, gt=0)
     compensate_crosstalk: bool = True
@@ -78,8 +79,10 @@ class PhaseShifterSettings(StrictModel):
 class VariationSettings(StrictModel):
     """Process variation (standard deviations) of the twin's hidden truth."""
 
-    phi0_sd_rad: float = Field(0.3, ge=0)
-    coupler_sd_rad: float = Field(0.02, ge=0)
+    phi0_sd_rad: Angle = Field(0.3, ge=0)
+    phi0_distribution: Literal["normal", "uniform"] = Field(
+        "normal", description="heater offsets: normal (sd phi0_sd_rad) or uniform on [0, 2 pi) (phi0_sd_rad unused)")
+    coupler_sd_rad: Angle = Field(0.02, ge=0)
     loss_sd_db: float = Field(0.02, ge=0)
     p_pi_rel_sd: float = Field(0.05, ge=0)
     resistance_rel_sd: float = Field(0.03, ge=0)
@@ -112,8 +115,8 @@ class ChipTwinSettings(StrictModel):
     precision: Literal["single", "double"] = "single"
     variation: VariationSettings = VariationSettings()
     noise: NoiseSettings = NoiseSettings()
-    acquisition_s: float = Field(1e-3, ge=0)
-    settle_s: float = Field(1e-3, ge=0)
+    acquisition_s: Seconds = Field(1e-3, ge=0)
+    settle_s: Seconds = Field(1e-3, ge=0)
 
 
 class Schema(StrictModel):

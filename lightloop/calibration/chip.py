@@ -25,6 +25,11 @@ designed coupling >= 1 % with a relative uncertainty above 8 % (or a phi0 above 
 the nominal background left near bar or cross hides its neighbours - the layer is measured and fitted
 once more with the background from the first fit (ps_max_passes, default 2).
 
+Known state: every routine first closes the forward gate, writes a zero input pattern (no batch of an earlier
+forward pass stays on the modulators) and darkens every injector and adjoint source unconditionally
+(_all_sources_dark), so a calibration after any forward pass equals one on a fresh processor.
+Option ps_method: columns runs the experimental column-wise engine (lightloop.calibration.chip_columns).
+
 Gauge (what is identifiable): the injectors' phases push exactly through the mesh into the phi offsets
 (MZI (m, m+1) sees phi + psi_m - psi_{m+1}) and an output diagonal; the output phases are absorbed by the
 receivers' complex gains (free when the layer has no screen; with a screen the receivers are the phase
@@ -45,6 +50,7 @@ crosstalk coefficients are the effective C_ij R_i / R_j the bank needs to compen
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -52,8 +58,10 @@ from numpy.typing import NDArray
 from scipy.optimize import least_squares
 
 from lightloop.calibration.base import CalibrationResult, Counts, Routine, RunContext, register_routine
-from lightloop.calibration.mesh_fit import fit_mesh, heater_groups, measure_sweeps
+from lightloop.calibration.chip_columns import initial_state, refine_columns, state_residual
+from lightloop.calibration.mesh_fit import SweepData, fit_mesh, heater_groups, measure_sweeps
 from lightloop.calibration.mesh_model import MeshModel
+from lightloop.errors import CalibrationError
 from lightloop.physics.mzi import mesh_heater_positions, mesh_layout, thermal_crosstalk
 
 __all__ = ["PhaseShifterRoutine", "CrosstalkRoutine", "first_column_plan", "fit_cosine", "layer_model"]
@@ -154,11 +162,26 @@ def fit_cosine(p: NDArray, y: NDArray, sign: int, p_pi0: float, rng: np.random.G
 
 
 def _all_sources_dark(proc: Any) -> None:
-    """Forward source dark and every layer's injector and adjoint source off."""
-    proc.source.dark()
+    """The known optical state every routine starts from, whatever ran before (a forward pass of any batch,
+    an interrupted gradient): forward gate closed, input modulators at a zero pattern (no batch left on
+    them), every injector and adjoint source dark - written unconditionally, not from the roles' flags."""
+    src = proc.source
+    src.port.set_enabled(False)
+    src.enabled = False
+    src.port.write_fields(np.zeros((1, src.n_ports), src.cdtype))
     for lay in proc.layers:
-        lay.injector.off()
-        lay.adjoint_source.off()
+        for inj in (lay.injector, lay.adjoint_source):
+            inj.port.write_fields(None)
+            inj.active = False
+
+
+def _theta_background(st: Any, p_max: NDArray, k: int) -> NDArray:
+    """Heater powers (W) putting every theta heater at pi/2 by the estimate st (crosstalk included), phi at 0."""
+    p = np.zeros(st.phi0.size)
+    for _ in range(6):
+        other = (st.drive(p[None])[0] - p)[:k]
+        p[:k] = np.mod(np.pi / 2 - st.phi0[:k] - other / st.p_pi[:k], TWO_PI) * st.p_pi[:k]
+    return np.minimum(p, 0.95 * p_max)
 
 
 def layer_model(lay: Any) -> MeshModel:
@@ -208,6 +231,8 @@ class PhaseShifterRoutine(Routine):
                 "channels": [int(l.bank.n_channels) for l in proc.layers]}
 
     def run(self, proc: Any, ctx: RunContext) -> CalibrationResult:
+        if ctx.options.get("ps_method", "global") == "columns":
+            return self._run_columns(proc, ctx)
         res, t0 = self.new_result(proc), time.perf_counter()
         steps = int(ctx.options.get("ps_steps", 8))
         threshold = float(ctx.options.get("ps_fit_threshold", 0.02))
@@ -287,6 +312,109 @@ class PhaseShifterRoutine(Routine):
             if fit.nrms > threshold:
                 res.fail(f"layer {li}: global fit residual {fit.nrms:.3g} of the field rms above {threshold} "
                          f"after {fit.restarts + 1} start(s)")
+        res.counts = Counts(acquisitions=acq, frames=acq, writes=writes)
+        res.seconds = time.perf_counter() - t0
+        return res
+
+    def _run_columns(self, proc: Any, ctx: RunContext) -> CalibrationResult:
+        """EXPERIMENTAL (ps_method: columns): data-driven start + column-wise refinement
+        (lightloop.calibration.chip_columns); see its docstring for what does not converge yet."""
+        res, t0 = self.new_result(proc), time.perf_counter()
+        steps = int(ctx.options.get("ps_steps", 8))
+        threshold = float(ctx.options.get("ps_fit_threshold", 0.02))
+        sigma_max = float(ctx.options.get("ps_sigma_max_rad", 0.01))
+        xt_sigma_max = float(ctx.options.get("xt_rel_sigma_max", 0.08))   # flagged (reported), not failed
+        max_sweeps = int(ctx.options.get("ps_max_sweeps", 12))
+        global_max_n = int(ctx.options.get("ps_global_max_n", 0))        # global LM polish up to this N
+        acq = writes = 0
+        _all_sources_dark(proc)
+        res.meta["layers"] = {}
+        res.meta["gauge"] = ("phi offsets referenced to the layer injectors' phases; output phases absorbed by the "
+                             "receivers (free without a screen); theta offsets, R P_pi, crosstalk, couplers invariant")
+        for li, lay in enumerate(proc.layers):
+            if lay.screen:
+                raise CalibrationError(f"phase_shifters: layer {li} has an output phase screen; the column-wise "
+                                       "calibration supports unitary layers without one")
+            tl = time.perf_counter()
+            bank, cal = lay.bank, lay.bank.cal
+            model0 = layer_model(lay)
+            layout, k = model0.layout, model0.layout.n_mzi
+            h = bank.n_channels
+            # far-apart heaters are swept together (one kind per group: theta or phi); without a designed
+            # crosstalk matrix the mesh geometry (heaters within 3 pitches) decides who is a neighbour
+            pattern = cal.crosstalk if cal.crosstalk is not None else thermal_crosstalk(
+                mesh_heater_positions(layout, out_phase=False), 1.0)
+            groups = heater_groups(pattern, h, kinds=np.arange(h) >= k)
+            rows, cols, vals = _xt_pattern(cal)
+            big = np.abs(vals) >= 0.01                       # designed couplings >= 1 % (graded ones)
+            p_nom = cal.p_pi_w.copy()
+            # pass 1: every heater at 0 W between sweeps -> theta heaters (|theta| is robust to the gauge)
+            d1 = measure_sweeps(lay, groups, steps, ctx, f"phase_shifters layer {li} pass 1", [np.zeros(h)])
+            st1 = initial_state(layout, model0.eta, d1.m, d1.powers, p_nom, rows, cols, vals, theta_only=True)
+            # pass 2: theta heaters at pi/2 by the pass-1 estimate (every MZI mixes, every phi is seen)
+            bg = _theta_background(st1, bank.p_max_w, k)
+            d2 = measure_sweeps(lay, groups, steps, ctx, f"phase_shifters layer {li} pass 2", [bg])
+            acq += d1.acquisitions + d2.acquisitions
+            writes += d1.writes + d2.writes
+            st = initial_state(layout, model0.eta, d2.m, d2.powers, p_nom, rows, cols, vals,
+                               theta_prior=(st1.phi0[:k].copy(), st1.p_pi[:k].copy()))
+            m_all, p_all = np.concatenate([d1.m, d2.m]), np.concatenate([d1.powers, d2.powers])
+            grp = np.concatenate([d1.group, d2.group])
+            t_init = time.perf_counter() - tl
+            refine_columns(st, m_all, p_all, max_sweeps=max_sweeps)
+            polished = False
+            if lay.n_ports <= global_max_n:
+                data = SweepData(p_all, m_all, grp, np.concatenate([d1.frac, d2.frac]), groups)
+                fit = fit_mesh(st.model(), data, st.phi0, st.p_pi, st.xt_rows, st.xt_cols, st.xt_vals, ctx.rng(11),
+                               threshold, 1, stages=(1.0,), max_iter=20, gains=(st.g_out, st.g_in))
+                st.phi0, st.p_pi, st.xt_vals = fit.phi0, fit.p_pi_w, fit.xt_vals
+                st.alpha1, st.alpha2, st.g_out, st.g_in = fit.model.alpha1, fit.model.alpha2, fit.g_out, fit.g_in
+                st.sigma_phi0, st.sigma_p_pi_rel, st.sigma_xt = fit.sigma_phi0, fit.sigma_p_pi_rel, fit.sigma_xt
+                polished = True
+            r = state_residual(st, m_all, p_all)
+            scale = float(np.sqrt(np.mean(np.abs(m_all) ** 2)))
+            nrms = float(np.sqrt(np.mean(np.abs(r) ** 2))) / scale
+            group_nrms = np.array([float(np.sqrt(np.mean(np.abs(r[grp == g]) ** 2))) / scale
+                                   for g in range(len(groups))])
+            rel_sd = st.sigma_xt / np.maximum(np.abs(st.xt_vals), 1e-12)
+            uncertain = np.flatnonzero(big & (rel_sd > xt_sigma_max))
+            grp_of = np.zeros(h, np.intp)
+            for g, members in enumerate(groups):
+                grp_of[members] = g
+            per = {}
+            q = group_nrms[grp_of]
+            for ch in range(h):
+                ok = bool(q[ch] <= threshold and st.sigma_phi0[ch] <= sigma_max)
+                per[str(ch)] = {"phi0": float(st.phi0[ch]), "p_pi_w": float(st.p_pi[ch]),
+                                "sigma_phi0_rad": float(st.sigma_phi0[ch]),
+                                "sigma_p_pi_rel": float(st.sigma_p_pi_rel[ch]),
+                                "group": int(grp_of[ch]), "group_rms_over_rms": float(q[ch]), "ok": ok}
+                if not ok:
+                    res.fail(f"layer {li} channel {ch}: residual {q[ch]:.3g} of the field rms (threshold {threshold}) "
+                             f"or phi0 uncertainty {st.sigma_phi0[ch]:.3g} rad (max {sigma_max})")
+            res.arrays[f"channels_{li}"] = np.arange(h, dtype=np.float64)
+            res.arrays[f"phi0_{li}"] = st.phi0.copy()
+            res.arrays[f"p_pi_w_{li}"] = st.p_pi.copy()
+            res.arrays[f"fit_rms_{li}"] = q
+            res.arrays[f"sigma_phi0_{li}"] = st.sigma_phi0.copy()
+            res.arrays[f"alpha_{li}"] = np.stack([st.alpha1, st.alpha2])
+            res.arrays[f"xt_rows_{li}"] = st.xt_rows.astype(np.float64)
+            res.arrays[f"xt_cols_{li}"] = st.xt_cols.astype(np.float64)
+            res.arrays[f"xt_vals_{li}"] = st.xt_vals.copy()
+            res.arrays[f"xt_sigma_{li}"] = st.sigma_xt.copy()
+            res.arrays[f"g_out_{li}"] = np.stack([st.g_out.real, st.g_out.imag])
+            res.arrays[f"g_in_{li}"] = st.g_in.copy()
+            res.meta["layers"][str(li)] = {
+                "passes": 2, "method": "data-driven start + column-wise refinement" + (" + global" if polished else ""),
+                "xt_rel_sigma_max": float(rel_sd[big].max()) if big.any() else 0.0,
+                "xt_uncertain": [[int(st.xt_rows[u]), int(st.xt_cols[u]), float(rel_sd[u])] for u in uncertain],
+                "channels": per, "groups": len(groups), "steps": steps, "calibrated": int(h), "of": int(h),
+                "rms_over_rms": nrms, "seconds": round(time.perf_counter() - tl, 2), "start_seconds": round(t_init, 2),
+                **st.info}
+            fit_view = SimpleNamespace(phi0=st.phi0, sigma_phi0=st.sigma_phi0, group_nrms=group_nrms, nrms=nrms)
+            res.plots.append((f"phase_shifters_layer{li}", _plot_fit(fit_view, groups, li)))
+            if nrms > threshold:
+                res.fail(f"layer {li}: fit residual {nrms:.3g} of the field rms above {threshold}")
         res.counts = Counts(acquisitions=acq, frames=acq, writes=writes)
         res.seconds = time.perf_counter() - t0
         return res

@@ -148,3 +148,47 @@ def _grade_mesh(proc: Any, result: Any) -> dict[str, Any]:
         layers[str(li)] = {"true_fidelity": f_true, "true_fidelity_unit": f_unit, "measured_fidelity_unit": f_meas}
         worst = max(worst, 1.0 - f_unit)
     return {"layers": layers, "true_fidelity_min_shortfall": worst}
+
+
+def _cplx(result: Any, key: str) -> NDArray:
+    """Complex gains stored as (2, n) [re, im]."""
+    a = result.arrays[key]
+    return a[0] + 1j * a[1]
+
+
+@_grades("readout", {"gradient_factor_max_dev": 0.02, "hidden_factor_max_dev": 0.05})
+def _grade_readout(proc: Any, result: Any) -> dict[str, Any]:
+    """Gauge-free products the adjoint gradient uses, calibrated / true (twins only; 1 is exact):
+    gradient factor mu_t tau_j conj(sigma_k) of tap t, input j, output k (tap gain, time-reversed injection,
+    adjoint source incl. the photodiode power gain) and the hidden-error factor (g_in, sigma, slope gain)."""
+    emu = getattr(proc, "emulator", None)
+    if emu is None or result is None or "g_out_0" not in result.arrays:
+        return {}
+    tr = emu.truth
+    layers, worst_g, worst_h = {}, 0.0, 0.0
+    for li, lay in enumerate(proc.layers):
+        lt = tr.layers[li]
+        g_out, g_in = _cplx(result, f"g_out_{li}"), _cplx(result, f"g_in_{li}")
+        t_inj, t_adj = _cplx(result, f"t_inj_{li}"), _cplx(result, f"t_adj_{li}")
+        last = li == len(proc.layers) - 1
+        pd = tr.output_gain if last else tr.activations[li].pd_gain
+        nk = pd.size
+        h_true = emu.detector_gain[li] * pd
+        h_est = result.arrays[f"power_gain_{li}"][:nk]
+        sigma = (lt.adjoint_source / t_adj)[:nk] * (h_est / h_true) * np.conj(lt.out_receiver / g_out)[:nk]
+        tau = (lt.injector / t_inj) * np.conj(lt.in_receiver / g_in)
+        mu = lt.monitor_gain / result.arrays[f"tap_gain_{li}"]
+        f = mu[:, None, None] * tau[None, :, None] * np.conj(sigma)[None, None, :]
+        rep = {"gradient_factor_max_dev": float(np.abs(f - 1).max()),
+               "tap_gain_rel_err_max": float(np.abs(1 / mu - 1).max()),
+               "receiver_gain_spread_true": float(np.std(np.abs(lt.out_receiver)))}
+        worst_g = max(worst_g, rep["gradient_factor_max_dev"])
+        if li > 0 and f"slope_gain_{li - 1}" in result.arrays:
+            hn = proc.activations[li - 1].n_channels
+            slope = tr.activations[li - 1].slope_gain / result.arrays[f"slope_gain_{li - 1}"]
+            rho = (lt.in_receiver / g_in)[:hn, None] * sigma[None, :] / slope[:, None]
+            rep["hidden_factor_max_dev"] = float(np.abs(rho - 1).max())
+            worst_h = max(worst_h, rep["hidden_factor_max_dev"])
+        layers[str(li)] = rep
+    return {"layers": layers, "gradient_factor_max_dev": worst_g, "hidden_factor_max_dev": worst_h,
+            "note": "1 = exact; the tap gains deliberately absorb the per-tap deviation from the nominal loss"}

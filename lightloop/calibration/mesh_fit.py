@@ -34,9 +34,9 @@ _TRACE = False
 __all__ = ["heater_groups", "SweepData", "measure_sweeps", "MeshFit", "fit_mesh"]
 
 
-def heater_groups(pattern: Any, n: int, max_size: int | None = None) -> list[list[int]]:
+def heater_groups(pattern: Any, n: int, max_size: int | None = None, kinds: Any = None) -> list[list[int]]:
     """Greedy colouring: heaters (0..n-1) in groups whose members are neither neighbours nor share one in
-    the (symmetric) coupling pattern; max_size caps a group."""
+    the (symmetric) coupling pattern; max_size caps a group; with kinds (n labels) a group holds one kind."""
     from scipy import sparse
 
     s = sparse.csr_matrix(pattern, dtype=np.float64) if pattern is not None else sparse.identity(n, format="csr")
@@ -44,10 +44,11 @@ def heater_groups(pattern: Any, n: int, max_size: int | None = None) -> list[lis
     s2 = (s @ s).tocsr()
     groups: list[list[int]] = []
     banned: list[set[int]] = []
+    kind = np.zeros(n, np.intp) if kinds is None else np.asarray(kinds)
     for h in range(n):
         near = set(s2[h].indices.tolist())
         for g, b in zip(groups, banned):
-            if h not in b and (max_size is None or len(g) < max_size):
+            if h not in b and kind[g[0]] == kind[h] and (max_size is None or len(g) < max_size):
                 g.append(h)
                 b |= near
                 break
@@ -287,17 +288,27 @@ def _lm(prob: _Problem, x: NDArray, sel: NDArray, max_iter: int,
 
 def fit_mesh(model0: MeshModel, data: SweepData, phi0: NDArray, p_pi: NDArray, xt_rows: NDArray, xt_cols: NDArray,
              xt_vals: NDArray, rng: np.random.Generator, threshold: float = 0.02, tries: int = 4,
-             stages: tuple[float, ...] | None = None, max_iter: int = 40, xt_from: float = 0.4) -> MeshFit:
+             stages: tuple[float, ...] | None = None, max_iter: int = 40, xt_from: float = 0.4,
+             gains: tuple[NDArray, NDArray] | None = None) -> MeshFit:
     """Joint fit of the layer model to the sweeps (see module docstring); restarts from jittered guesses
     while the normalised rms residual |M_model - M| / rms |M| exceeds threshold. stages: sweep fractions of
     the continuation (default: one more power step per stage up to
     xt_from, then the whole sweep); crosstalk is held at its design value
-    until the fraction reaches xt_from."""
+    until the fraction reaches xt_from. The couplers start at model0's; gains (g_out complex, g_in real) at
+    `gains` if given, else 1."""
     if stages is None:
         fr = np.unique(data.frac)
         stages = tuple(float(f) for f in fr[1:] if f < xt_from) + (1.0,)
     prob = _Problem(model0, data, xt_rows, xt_cols)
     x_start = prob.pack(phi0, p_pi, xt_vals)
+    x_start[prob.sl_a] = np.concatenate([model0.alpha1, model0.alpha2])
+    if gains is not None:
+        g_out, g_in = np.asarray(gains[0], np.complex128), np.asarray(gains[1], np.float64)
+        x_start[prob.sl_gabs] = np.log(np.abs(g_out))
+        if prob.n_arg:
+            x_start[prob.sl_garg] = np.angle(g_out)
+        lg = np.log(g_in) - np.mean(np.log(g_in))
+        x_start[prob.sl_gin] = lg[:-1]
     scale = float(np.sqrt(np.mean(np.abs(data.m) ** 2)))
     best = None
     its = 0

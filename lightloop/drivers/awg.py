@@ -105,6 +105,7 @@ class IQArbitraryWaveformGenerator(ScpiVisaInstrument):
             raise ValueError(f"AWG {name!r}: n_channels and max_points must be >= 1, got {n_channels}, {max_points}")
         super().__init__(name, address, **kwargs)
         self.n_channels, self.v_max, self.max_points = int(n_channels), float(v_max), int(max_points)
+        self.last_amplitudes: list[float] = []      # read back by the last upload that set amplitudes (V)
         self.trigger_source: Parameter = self.add_parameter(
             "trigger_source",
             get_cmd="TRIG:SOUR?",
@@ -230,24 +231,47 @@ class IQArbitraryWaveformGenerator(ScpiVisaInstrument):
                              f"expected -{CODE_MAX}..{CODE_MAX}")
         return np.ascontiguousarray(arr, dtype="<i2")
 
-    def upload(self, codes: ArrayLike, channels: Sequence[int] | None = None, verify: bool = True) -> int:
+    def upload(self, codes: ArrayLike, channels: Sequence[int] | None = None, verify: bool = True,
+               amplitudes: Sequence[float] | None = None) -> int:
         """Upload one sequence (points, len(channels), 2) of int16 [I, Q] codes in ONE transaction; return its CRC-32.
 
         ``verify=True`` ends the message with ``;SEQ:DATA:CRC? (@..)`` and checks the checksum the AWG computes from
-        what it stored (a garbled upload is an InstrumentError naming both checksums)."""
+        what it stored (a garbled upload is an InstrumentError naming both checksums). ``amplitudes`` (V, one per
+        channel) are set at the start of the same line, before the sequence plays, and read back at its end
+        (``last_amplitudes``): an amplitude changed behind the host's back never drives a new sequence."""
         numbers = self._channel_numbers(channels)
         data = self._codes(codes, len(numbers))
         payload = data.tobytes()
         length = str(len(payload))
         chl = format_channel_list(numbers)
-        label = f"SEQ:DATA {chl},#{len(length)}{length}<{len(payload)} bytes>"
+        head = tail_q = ""
+        if amplitudes is not None:
+            values = [float(v) for v in amplitudes]
+            if len(values) != len(numbers):
+                raise ValueError(f"AWG {self.name!r}: got {len(values)} amplitudes for {len(numbers)} channels")
+            for c, v in zip(numbers, values):
+                try:
+                    self.channels[c - 1].amplitude.validate(v)
+                except ValueError as exc:
+                    raise ValueError(f"AWG {self.name!r} ch{c}: {exc.args[0]}") from None
+            head = "".join(f"SOUR{c}:VOLT:AMPL {format_number(v)};" for c, v in zip(numbers, values))
+            tail_q = "".join(f";SOUR{c}:VOLT:AMPL?" for c in numbers)
+        label = f"{head}SEQ:DATA {chl},#{len(length)}{length}<{len(payload)} bytes>"
         block = f"#{len(length)}{length}".encode("ascii") + payload
-        tail = f";SEQ:DATA:CRC? {chl}\n" if verify else "\n"
+        tail = (f";SEQ:DATA:CRC? {chl}" if verify else "") + tail_q + "\n"
         want = zlib.crc32(payload) & 0xFFFFFFFF
-        self._send_bytes(label, f"SEQ:DATA {chl},".encode("ascii") + block + tail.encode("ascii"))
-        if verify:
-            reply = self._read_line(label + tail.strip())
-            self._check_crc(label + tail.strip(), reply, want)
+        self._send_bytes(label, f"{head}SEQ:DATA {chl},".encode("ascii") + block + tail.encode("ascii"))
+        if verify or tail_q:
+            reply = self._read_line(label + tail.strip()).strip()
+            parts = reply.split(";")
+            if verify:
+                self._check_crc(label + tail.strip(), parts[0], want)
+                parts = parts[1:]
+            if tail_q:
+                got = self._parse_list(label + tail_q, ",".join(parts), len(numbers))
+                for c, v in zip(numbers, got):
+                    self.channels[c - 1].amplitude.cache.set(v)
+                self.last_amplitudes = got
         return want
 
     def _check_crc(self, cmd: str, reply: str, want: int) -> None:

@@ -152,6 +152,9 @@ class QontrolHeater(Instrument):
                 )
             self.n_channels = int(n_channels)
             vmaxes = self._query_floats([f"VMAX{c}?" for c in range(self.n_channels)])
+            bad = [(c, v) for c, v in enumerate(vmaxes) if not 0.0 < v < float("inf")]   # NaN, inf, <= 0 V
+            if bad:
+                raise self._garbage(f"VMAX{bad[0][0]}?", str(bad[0][1]), "a voltage limit > 0 V")
             channels = ChannelList(self, "channels", QontrolHeaterChannel)
             for c, vmax in enumerate(vmaxes):
                 module = QontrolHeaterChannel(self, f"ch{c}", c, min(vmax, self.v_hw_max))

@@ -78,6 +78,8 @@ class ChipProcessor(OpticalProcessor):
             raise ConfigError("chip processor: output detectors do not match n_out")
         self.capabilities = frozenset({"adjoint"}) if all(l.kind == "unitary" for l in self.layers) else frozenset()
         self._x: NDArray | None = None
+        #: acquisitions averaged per detector read of the adjoint procedure (noise falls as 1 / sqrt(n))
+        self.averages = 1
 
     # --- contract ------------------------------------------------------------------------------------
     @property
@@ -138,35 +140,49 @@ class ChipProcessor(OpticalProcessor):
         e[:, : self.n_out] = delta_out * self._rd(self.output_gain / delta_out.shape[0])
         return e
 
+    def _read(self, acquire: Any) -> NDArray:
+        """One acquisition, or the mean of `averages` acquisitions of the same light (noise / sqrt(n))."""
+        first = acquire()
+        if self.averages == 1:
+            return first
+        acc = first.astype(np.result_type(first.dtype, np.float64), copy=True)
+        for _ in range(self.averages - 1):
+            acc += acquire()
+        return (acc / self.averages).astype(first.dtype, copy=False)
+
     def _layer_adjoint(self, l: int, e: NDArray, z: NDArray, i_fwd: NDArray | None,
                        grads: bool) -> tuple[NDArray | None, NDArray]:
         """Backward pass (and, if grads, the adjoint and sum exposures) of layer l.
 
         Returns (phase gradients or None, adjoint field dL/da at the layer inputs)."""
         lay = self.layers[l]
-        s = e * np.conj(z) * self._rd(lay.detector_gain)      # dL/dz with p = detector_gain |z|^2
-        peak = float(np.max(np.abs(s))) if s.size else 0.0
+        n_avg = self.averages
+        # dL/dz with p = gain |z|^2 (designed 1 / T, or the calibrated photodiode power per receiver field^2)
+        gain = self._rd(lay.detector_gain) if lay.power_gain is None else np.asarray(lay.power_gain, self._rd)
+        s = e * np.conj(z) * gain
+        peak = lay.adjoint_source.command_peak(s)
         if peak == 0.0:
             return (np.zeros(lay.bank.n_channels, self._rd) if grads else None), np.zeros_like(s)
         kappa = self.adjoint_field / peak
         # 2. backward: forward light off, adjoint injected at the outputs, field read at the inputs
         self.source.dark()
         lay.adjoint_source.inject((s * kappa).astype(self._cd))
-        v = lay.in_receiver.acquire()
+        v = self._read(lay.in_receiver.acquire)
         lay.adjoint_source.off()
-        self._count(1)
+        self._count(n_avg)
         g = None
         if grads:
             # 3. adjoint exposure: the time-reversed adjoint -i conj(v) alone, injected at the inputs
-            v_peak = float(np.max(np.abs(v)))
+            tr = (self._cd(-1j) * np.conj(v)).astype(self._cd)
+            v_peak = lay.injector.command_peak(tr)
             r = min(1.0, lay.injector.max_field / v_peak) if v_peak > 0 else 1.0
             lay.injector.inject((self._cd(-1j * r) * np.conj(v)).astype(self._cd))
-            i_adj = lay.monitor.acquire()
+            i_adj = self._read(lay.monitor.acquire)
             # 4. sum exposure: forward light back on, time-reversed adjoint still injected
             self.source.on()
-            i_sum = lay.monitor.acquire()
+            i_sum = self._read(lay.monitor.acquire)
             lay.injector.off()
-            self._count(2)
+            self._count(2 * n_avg)
             diff = i_sum - i_fwd - i_adj
             if self.eta != 1.0:
                 diff = diff / (self.eta ** (2 * lay.tap_depth)).astype(self._rd)
@@ -178,10 +194,10 @@ class ChipProcessor(OpticalProcessor):
     def _forward_state(self, need_monitors: bool) -> tuple[list, list, list]:
         """Acquire, with the forward light on, the layer output fields, the slopes and the forward taps."""
         self.source.on()
-        z = [lay.out_receiver.acquire() for lay in self.layers]
-        slopes = [act.acquire_slope() for act in self.activations]
-        i_fwd = [lay.monitor.acquire() for lay in self.layers] if need_monitors else [None] * len(self.layers)
-        self._count(len(z) + len(slopes) + (len(self.layers) if need_monitors else 0))
+        z = [self._read(lay.out_receiver.acquire) for lay in self.layers]
+        slopes = [self._read(act.acquire_slope) for act in self.activations]
+        i_fwd = [self._read(lay.monitor.acquire) for lay in self.layers] if need_monitors else [None] * len(self.layers)
+        self._count(self.averages * (len(z) + len(slopes) + (len(self.layers) if need_monitors else 0)))
         return z, slopes, i_fwd
 
     def _adjoint(self, delta_out: NDArray, grads: bool) -> tuple[list, list]:

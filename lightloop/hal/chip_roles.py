@@ -89,22 +89,43 @@ class ForwardSource:
 
 
 class FieldInjector:
-    """An IQ-modulator array injecting complex fields; peak amplitude limited to max_field."""
+    """An IQ-modulator array injecting complex fields; peak commanded amplitude limited to max_field.
+
+    gain: calibrated complex transmission per channel (field in the chip per unit commanded field); fields
+    are pre-compensated (divided by it) before the write, so the chip receives the requested fields."""
 
     def __init__(self, port: FieldInjectionPort, max_field: float = 10.0, name: str = "injector"):
         self.port, self.n, self.max_field, self.name = port, port.n_channels, float(max_field), name
         self.active = False
+        self.set_gain(1.0)
+
+    def set_gain(self, gain: complex | NDArray) -> None:
+        """Calibrated complex gain per channel (1: uncalibrated; nothing is written)."""
+        g = np.broadcast_to(np.asarray(gain, np.complex128), (self.n,)).copy()
+        if not np.all(np.isfinite(g)) or np.any(np.abs(g) <= 0):
+            raise ConfigError(f"{self.name}: gains must be finite and non-zero")
+        self.gain, self._unity = g, bool(np.all(g == 1))
+
+    def command(self, fields: NDArray) -> NDArray:
+        """Commanded fields (what the port writes) for the requested fields in the chip."""
+        return fields if self._unity else (fields / self.gain).astype(fields.dtype, copy=False)
+
+    def command_peak(self, fields: NDArray) -> float:
+        """Peak commanded amplitude for the requested fields."""
+        return float(np.max(np.abs(self.command(fields)))) if fields.size else 0.0
 
     def inject(self, fields: NDArray) -> None:
-        """Inject fields (batch, n); refuses peaks beyond max_field (nothing written)."""
+        """Inject fields (batch, n) (pre-compensated by the gain); refuses commanded peaks beyond max_field
+        (nothing written)."""
         if fields.ndim != 2 or fields.shape[1] != self.n:
             raise ValueError(f"{self.name}: expected (batch, {self.n}) fields, got {fields.shape}")
-        peak = float(np.max(np.abs(fields))) if fields.size else 0.0
+        cmd = self.command(fields)
+        peak = float(np.max(np.abs(cmd))) if cmd.size else 0.0
         if not np.isfinite(peak):
             raise SafetyLimitError(f"{self.name}: fields contain NaN or inf; nothing written")
         if peak > self.max_field * (1 + 1e-6):
             raise SafetyLimitError(f"{self.name}: peak field {peak:.4g} exceeds max_field {self.max_field:.4g}; nothing written")
-        self.port.write_fields(fields)
+        self.port.write_fields(cmd)
         self.active = True
 
     def off(self) -> None:
@@ -129,9 +150,16 @@ class MeshMonitor:
     def __init__(self, port: TapMonitorPort, gain_v: float | NDArray = 1.0, offset_v: float | NDArray = 0.0,
                  name: str = "mesh monitor"):
         self.port, self.name = port, name
-        self.gain = np.broadcast_to(np.asarray(gain_v, np.float32), (port.n_taps,)).copy()
-        self.offset = np.broadcast_to(np.asarray(offset_v, np.float32), (port.n_taps,)).copy()
-        self._unity = bool(np.all(self.gain == 1) and np.all(self.offset == 0))
+        self.set_gain(gain_v, offset_v)
+
+    def set_gain(self, gain_v: float | NDArray, offset_v: float | NDArray = 0.0) -> None:
+        """Calibrated volts per unit intensity and dark offset (volts) per tap."""
+        g = np.broadcast_to(np.asarray(gain_v, np.float64), (self.port.n_taps,)).copy()
+        o = np.broadcast_to(np.asarray(offset_v, np.float64), (self.port.n_taps,)).copy()
+        if not np.all(np.isfinite(g)) or np.any(g <= 0) or not np.all(np.isfinite(o)):
+            raise ConfigError(f"{self.name}: tap gains must be finite and > 0, offsets finite")
+        self.gain, self.offset = g, o
+        self._unity = bool(np.all(g == 1) and np.all(o == 0))
 
     @property
     def n_taps(self) -> int:
@@ -141,14 +169,22 @@ class MeshMonitor:
     def acquire(self) -> NDArray:
         """Intensities (n_taps,) at the taps for the light now in the chip, summed over the batch."""
         v = _finite(self.port.acquire(), self.name)
-        return v if self._unity else (v - self.offset) / self.gain
+        return v if self._unity else ((v - self.offset) / self.gain).astype(v.dtype, copy=False)
 
 
 class CoherentReceiver:
-    """IQ receivers returning calibrated complex fields."""
+    """IQ receivers returning calibrated complex fields (reading / complex gain per channel)."""
 
-    def __init__(self, port: CoherentReceiverPort, gain_v: float = 1.0, name: str = "coherent receiver"):
-        self.port, self.gain, self.name = port, complex(gain_v), name
+    def __init__(self, port: CoherentReceiverPort, gain_v: complex | NDArray = 1.0, name: str = "coherent receiver"):
+        self.port, self.name = port, name
+        self.set_gain(gain_v)
+
+    def set_gain(self, gain_v: complex | NDArray) -> None:
+        """Calibrated complex volts per unit field, per receiver."""
+        g = np.broadcast_to(np.asarray(gain_v, np.complex128), (self.port.n_channels,)).copy()
+        if not np.all(np.isfinite(g)) or np.any(np.abs(g) <= 0):
+            raise ConfigError(f"{self.name}: gains must be finite and non-zero")
+        self.gain, self._unity = g, bool(np.all(g == 1))
 
     @property
     def n_channels(self) -> int:
@@ -158,7 +194,7 @@ class CoherentReceiver:
     def acquire(self) -> NDArray:
         """Complex fields (batch, n)."""
         v = _finite(self.port.acquire(), self.name)
-        return v if self.gain == 1 else v / np.complex64(self.gain)
+        return v if self._unity else (v / self.gain).astype(v.dtype, copy=False)
 
 
 class PowerDetector:
@@ -188,7 +224,7 @@ class EOActivationModel:
     detuning: float = 0.0
     detuning_per_volt: float = 1.0   # ring bias: resonance shift (linewidths) per volt
     pd_gain_v: float = 1.0           # photodiode volts per unit power
-    slope_gain_v: float = 1.0        # slope-output volts per unit of da/dp
+    slope_gain_v: float | NDArray = 1.0   # slope-output volts per unit of da/dp (scalar or per neuron)
 
     def transfer(self, p: NDArray) -> NDArray:
         """a(p)."""
@@ -228,7 +264,8 @@ class EOActivation:
     def acquire_slope(self) -> NDArray:
         """The chip's activation-slope output g'(p) (batch, n) for the light now in the chip."""
         v = _finite(self.port.acquire_slope(), self.name)
-        return v if self.model.slope_gain_v == 1 else v * np.float32(1.0 / self.model.slope_gain_v)
+        g = np.asarray(self.model.slope_gain_v, np.float64)
+        return v if np.all(g == 1) else (v / g).astype(v.dtype, copy=False)
 
     def transfer_model(self, p: NDArray) -> NDArray:
         """Calibrated a(p)."""
@@ -261,6 +298,8 @@ class ChipLayer:
     mesh: str = "rectangular"       # 'rectangular' | 'triangular'
     screen: bool = False            # output phase screen present (unitary layers)
     couplers: NDArray[np.float64] | None = None   # calibrated coupler errors (2, n_mzi) rad: [alpha1, alpha2]
+    power_gain: NDArray[np.float64] | None = None  # calibrated p / |z|^2 per output port (photodiode power per
+                                    # calibrated receiver field squared) used in dL/dz; None: detector_gain
 
     def random_phases(self, rng: np.random.Generator) -> NDArray[np.float64]:
         """Phases of a Haar-random layer (decomposed Haar unitaries; uniform attenuator settings)."""

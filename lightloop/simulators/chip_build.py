@@ -40,7 +40,8 @@ def make_chip_emulator(p: Any, sizes: tuple[int, ...], draw: ChipDraw) -> ChipEm
     else:
         phi0 = v.phi0_sd_rad if draw.phi0_sd_rad is None else float(draw.phi0_sd_rad)
         thermo = ThermoOpticVariation(phi0, v.p_pi_rel_sd, v.resistance_rel_sd, v.crosstalk_scale_sd,
-                                      v.crosstalk_pair_sd, v.drift_rad_per_sqrt_s)
+                                      v.crosstalk_pair_sd, v.drift_rad_per_sqrt_s,
+                                      getattr(v, "phi0_distribution", "normal"))
         n = p.chip.noise
         g, ph = v.gain_rel_sd, v.phase_error_sd_rad
         var = ChipVariation(

@@ -1,7 +1,8 @@
 """Thermo-optic phase shifters with hidden truth: per-heater offsets phi0, P_pi and resistance, a thermal
 crosstalk matrix on heater powers and a slow random-walk drift of phi0.
 
-True phase (docs/architecture.md, Physics): phase = phi0(t) + (C P) / P_pi, P = V^2 / R. The drift is a Wiener process,
+True phase (docs/architecture.md, Physics): phase = phi0(t) + (C P) / P_pi, P = V^2 / R; phi0 is normal (sd
+phi0_sd_rad) or uniform on [0, 2 pi) (phi0_distribution). The drift is a Wiener process,
 phi0(t) = phi0 + sigma_d W(t), sigma_d in rad / sqrt(s), advanced by the emulator clock.
 """
 
@@ -29,6 +30,7 @@ class ThermoOpticVariation:
     crosstalk_scale_sd: float = 0.2   # per-chip relative error of the crosstalk strength
     crosstalk_pair_sd: float = 0.1    # per-pair relative jitter of the crosstalk coefficients
     drift_rad_per_sqrt_s: float = 1e-3
+    phi0_distribution: str = "normal"  # 'normal' (sd phi0_sd_rad) | 'uniform' on [0, 2 pi)
 
     @classmethod
     def none(cls) -> "ThermoOpticVariation":
@@ -63,7 +65,13 @@ class HeaterArrayTruth:
         """Draw a heater array at the given (x, y) positions from the process-variation model."""
         n = positions.shape[0]
         v = variation
-        phi0 = v.phi0_sd_rad * rng.standard_normal(n)
+        if v.phi0_distribution == "uniform":
+            phi0 = 2 * np.pi * rng.random(n)
+        elif v.phi0_distribution == "normal":
+            phi0 = v.phi0_sd_rad * rng.standard_normal(n)
+        else:
+            raise ValueError(f"thermo-optic variation: phi0_distribution must be 'normal' or 'uniform', "
+                             f"got {v.phi0_distribution!r}")
         p_pi = p_pi_w * (1 + v.p_pi_rel_sd * rng.standard_normal(n))
         r = resistance_ohm * (1 + v.resistance_rel_sd * rng.standard_normal(n))
         scale = max(0.0, 1 + v.crosstalk_scale_sd * rng.standard_normal())

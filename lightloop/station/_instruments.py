@@ -98,6 +98,7 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _driver_defaults(driver: str) -> dict[str, Any]:
+    """Keyword defaults of a driver class's __init__ (built-in name, entry point or class path)."""
     from lightloop.drivers import driver_class
 
     sig = inspect.signature(driver_class(driver).__init__)
@@ -127,6 +128,12 @@ class InstrumentSpec(StrictModel):
     reconnect: ReconnectSettings = ReconnectSettings()
     _limits: dict[str, Range] = PrivateAttr(default_factory=dict)
     _hardware: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _target: str | None = PrivateAttr(default=None)   # a foreign driver's class path ("module:Class"), else None
+
+    @property
+    def driver_target(self) -> str:
+        """The class the station constructs: a foreign driver's "module:Class", else the built-in name."""
+        return self._target or self.driver
 
     def limit(self, key: str) -> Range | None:
         """Effective limit (hardware range narrowed by the config) of one limit key, or None."""
@@ -211,14 +218,20 @@ def validate_instrument(chk: Checker, name: str, spec: InstrumentSpec) -> None:
             if getattr(spec, key):
                 chk.fail(f"{loc}.{key}", f"a 'twin' instrument takes no {key}; expected a driver for {key}")
         return
-    if spec.driver not in DRIVER_CLASSES:
-        chk.fail(f"{loc}.driver", f"unknown driver {spec.driver!r}; expected 'twin' or one of {', '.join(sorted(DRIVER_CLASSES))}")
+    if spec.driver not in DRIVER_CLASSES:   # a foreign QCoDeS class: it plays one built-in family (driver := family)
+        from lightloop.drivers import resolve_driver
+
+        try:
+            ref = resolve_driver(spec.driver)
+        except ConfigError as exc:
+            chk.fail(f"{loc}.driver", str(exc))
+        spec._target, spec.driver = ref.target, ref.family
     if not spec.address:
         chk.fail(f"{loc}.address", f"missing; expected the {spec.driver} address "
                  + {"slm": "host:port", "qontrol_heater": "pyserial URL", "dmd": "SDK library path"}.get(spec.driver, "VISA resource"))
     if spec.visalib is not None and spec.driver not in VISA_DRIVERS:
         chk.fail(f"{loc}.visalib", f"a {spec.driver} is not a VISA instrument; expected no visalib")
-    defaults = _driver_defaults(spec.driver)
+    defaults = _driver_defaults(spec.driver_target)
     for key in spec.init:
         if key in _RESERVED_INIT or key not in defaults:
             allowed = sorted(k for k in defaults if k not in _RESERVED_INIT)
@@ -245,12 +258,18 @@ def validate_instrument(chk: Checker, name: str, spec: InstrumentSpec) -> None:
         dim, kind, hw_fn = table[key]
         try:
             hw = hw_fn(hw_init) if hw_fn is not None else None
+        except KeyError if spec._target is not None else ():   # a foreign class declaring no hardware range
+            hw = None
         except (KeyError, TypeError, ValueError, IndexError):
             chk.fail(f"{loc}.init", f"cannot read the driver's hardware range for {key!r}; expected valid init values")
         limits[key] = _limit_range(chk, f"{loc}.limits.{key}", key, raw, dim, kind, hw)
     for key, (dim, kind, hw_fn) in table.items():   # unconfigured: the driver's own range applies
         if key not in limits and hw_fn is not None:
-            lo, hi = hw_fn(hw_init)
+            try:
+                lo, hi = hw_fn(hw_init)
+            except (KeyError, TypeError, ValueError, IndexError):   # a foreign class without that init keyword
+                chk.fail(f"{loc}.limits.{key}", f"missing, and driver {spec.driver_target!r} declares no hardware "
+                         f"range for it; expected limits.{key} in the config")
             limits[key] = Range(lo, hi, UNITS[dim][0], key)
         elif key not in limits and key in DEFAULT_RAMPS.get(spec.driver, {}):
             limits[key] = Range(0.0, DEFAULT_RAMPS[spec.driver][key], UNITS[dim][0], key)

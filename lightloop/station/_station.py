@@ -52,7 +52,7 @@ def make_driver(driver: str, qname: str, address: str, spec: InstrumentSpec) -> 
     """Construct a driver instance (= connect) for one instrument spec."""
     from lightloop.drivers import driver_class
 
-    cls = driver_class(driver)
+    cls = driver_class(spec.driver_target if spec.driver == driver else driver)   # a foreign class plays `driver`
     kw = dict(spec.init)
     if spec.timeout is not None and driver != "dmd":
         kw["timeout"] = spec.timeout
@@ -103,6 +103,15 @@ class Station:
         except InstrumentError as exc:
             raise InstrumentError(f"{self.source}: instruments.{name}.address: {exc}") from exc
         self.links[name] = link
+        if spec.driver_target != spec.driver:   # a foreign class: check the role contract before any set-up
+            from lightloop.drivers import missing_contract
+
+            missing = missing_contract(spec.driver, link.driver)
+            if missing:
+                link.close()
+                raise ConfigError(f"{self.source}: instruments.{name}.driver: {spec.driver_target} lacks "
+                                  f"{', '.join(missing)} of the {spec.driver} role contract; expected a driver "
+                                  "providing them (docs/add_an_instrument.md#role-contract)")
         setup = self._setup(link, name, spec)
         try:
             link.run("set-up", setup)     # a fault during the first set-up is retried like any transaction

@@ -116,7 +116,7 @@ class ChipStation(RolePorts):
             spec = self.instruments[name]
             lim = spec.limit("voltage") or Range(-math.inf, math.inf, "V")
             if spec.driver == "qontrol_heater":
-                dev = QontrolHeaterDevice(self.link(name), lim)
+                dev = QontrolHeaterDevice(self.link(name), lim, spec.limit("current"))
                 bank = SafeVoltageBank(dev, lim, ramp_policy(spec, "voltage_ramp"))
                 self.station.add_safe_action(f"heaters {name!r} to 0 V", bank.safe_state)
             else:

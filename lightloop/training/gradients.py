@@ -87,12 +87,28 @@ def register_gradient(cls: type[GradientMethod]) -> type[GradientMethod]:
 GRADIENT_PLUGINS = ("lightloop.training.insitu", "lightloop.training.stochastic", "lightloop.training.flow_learning")
 
 
+def gradient_names() -> list[str]:
+    """Every gradient method name: built-in, plugin modules and the entry-point group lightloop.gradients."""
+    from lightloop.plugins import entry_points_of
+
+    import_plugins(GRADIENT_PLUGINS)
+    return sorted(set(GRADIENT_METHODS) | set(entry_points_of("lightloop.gradients")))
+
+
 def make_gradient(name: str, **options: object) -> GradientMethod:
     """Instantiate a gradient method by name."""
     if name not in GRADIENT_METHODS:
         import_plugins(GRADIENT_PLUGINS)
+    if name not in GRADIENT_METHODS:   # a method another package registers (entry-point group lightloop.gradients)
+        from lightloop.plugins import entry_points_of, load_entry_point
+
+        if name in entry_points_of("lightloop.gradients"):
+            GRADIENT_METHODS[name] = load_entry_point("lightloop.gradients", name)
     if name not in GRADIENT_METHODS:
-        raise ConfigError(f"unknown gradient method '{name}'; expected one of: {', '.join(sorted(GRADIENT_METHODS))}")
+        from lightloop.plugins import entry_points_of
+
+        known = sorted(set(GRADIENT_METHODS) | set(entry_points_of("lightloop.gradients")))
+        raise ConfigError(f"unknown gradient method '{name}'; expected one of: {', '.join(known)}")
     return GRADIENT_METHODS[name](**options)
 
 

@@ -31,8 +31,10 @@ class LinkedVoltageDevice:
         return self.link.epoch
 
     def on_reconnect(self, fn: Callable[[], None]) -> None:
-        """Run fn() after every reconnect, after the adapter's own re-establishing steps registered before it."""
-        self.link.on_connect(lambda drv: fn())
+        """Run fn() after every reconnect, after the adapter's own re-establishing steps registered before it - except
+        while the station is securing the bench: the safe state must not ramp outputs back to their run values (nor
+        stop at an out-of-limit read-back before it has switched the outputs off)."""
+        self.link.on_connect(lambda drv: None if self.link.securing else fn())
 
     def read_voltages(self) -> NDArray[np.float64]:
         """Every channel's voltage set-point in one transaction (V)."""

@@ -24,7 +24,9 @@ class AWGFieldBlock:
     write_fields is ONE verified upload of the whole batch (``SEQ:DATA (@..),#<block>;SEQ:DATA:CRC? (@..)``),
     whatever the batch size and the channel count; an unchanged batch on the same connection epoch is not sent
     again. After every reconnect (the AWG may have rebooted: memory cleared, outputs off) the amplitudes, the
-    external trigger, the last sequence and the output state are re-established before anything else.
+    external trigger, the last sequence and the output state are re-established before anything else. Every upload
+    sets the amplitudes again in its own line and reads them back (an amplitude turned up behind the HAL's back
+    never drives a new sequence).
     """
 
     def __init__(self, link: Link, channels: Sequence[int], full_scale_field: float, max_field: float,
@@ -71,8 +73,15 @@ class AWGFieldBlock:
                                   f"after setting {self.amplitude:g} V; expected the set amplitude")
 
     def _upload(self, drv: Any, codes: NDArray[np.int16]) -> None:
-        drv.upload(codes, self.channels)          # the reply is the stored sequence's CRC-32, checked by the driver
+        # one line: the amplitudes (set again, so a front-panel change never drives the new sequence), the sequence,
+        # its CRC-32 (checked by the driver) and the amplitudes read back
+        drv.upload(codes, self.channels, amplitudes=[self.amplitude] * self.n_channels)
         self.link.tick()
+        got = list(drv.last_amplitudes)
+        bad = [c for c, v in zip(self.channels, got) if abs(v - self.amplitude) > 1e-6 * self.amplitude + 1e-9]
+        if bad or len(got) != self.n_channels:
+            raise InstrumentError(f"{self.role} AWG {self.link.name!r}: channel(s) {bad} read amplitudes {got} V "
+                                  f"after the upload set {self.amplitude:g} V; expected the set amplitude")
         self._sent = (self.link.epoch, codes.tobytes())
 
     def _outputs(self, drv: Any, on: bool) -> None:

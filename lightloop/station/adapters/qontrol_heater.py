@@ -21,19 +21,22 @@ class QontrolHeaterDevice(LinkedVoltageDevice):
     read_label = "V?"
     resolution = 1e-4   # V: the wire carries 4 decimals
 
-    def __init__(self, link: Link, limit: Range | None = None) -> None:
+    def __init__(self, link: Link, limit: Range | None = None, current: Range | None = None) -> None:
         self._attach(link)
-        if limit is not None:
-            self._narrow(link.driver, limit)
-            link.on_connect(lambda d: self._narrow(d, limit))
+        if limit is not None or current is not None:
+            link.run("VMAX=", lambda d: self._narrow(d, limit, current))   # a fault here is retried like any other
+            link.on_connect(lambda d: self._narrow(d, limit, current))
 
-    def _narrow(self, drv: Any, limit: Range) -> None:
-        """Lower each channel's VMAX above our limit (never raise it)."""
+    def _narrow(self, drv: Any, limit: Range | None, current: Range | None) -> None:
+        """Lower each channel's VMAX (V) and IMAX (A) above our limits (never raise them)."""
         for ch in drv.channels:
-            vmax = ch.vmax.cache.get(get_if_invalid=False)
-            if vmax is None or vmax > limit.high:
-                ch.vmax(limit.high)
-                self.link.tick()
+            for par, lim in ((ch.vmax, limit), (ch.imax, current)):
+                if lim is None:
+                    continue
+                now = par.cache.get(get_if_invalid=False)
+                if now is None or now > lim.high:
+                    par(lim.high)
+                    self.link.tick()
 
     def write_voltages(self, volts: Mapping[int, float]) -> NDArray[np.float64]:
         """``V{c}=...`` then ``V{c}?`` lines for the given channels (sorted) in one pipelined transaction: the read-back."""
