@@ -13,7 +13,6 @@ import argparse
 import difflib
 import json
 import math
-import os
 import sys
 import time
 import warnings
@@ -177,17 +176,13 @@ def _json_default(o: Any) -> Any:
 
 
 def _store_path(cfg: Any, override: Path | None) -> Path | None:
+    """--store, else the config's processor.calibration.store, else the default store (what `train` loads)."""
     if override is not None:
         return override
-    cal = getattr(cfg.processor, "calibration", None)
-    store = getattr(cal, "store", None)
-    if not store:
-        return None
-    path = Path(store).expanduser()
-    if not path.is_absolute() and cfg.source not in ("<memory>", ""):
-        # lexically normalised: a config reached through a symlinked folder keeps '..' relative to that folder
-        path = Path(os.path.normpath(Path(cfg.source).absolute().parent / path))
-    return path
+    from lightloop.benches._common import store_for
+
+    path, _ = store_for(cfg)
+    return Path(path) if path else None
 
 
 def run_calibrate(args: argparse.Namespace) -> dict[str, Any]:

@@ -257,6 +257,10 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--gradient-option", action="append", default=None, metavar="KEY=VALUE",
                    help="option of the gradient method, e.g. q=0.1 one_bit=true (repeatable)")
+    p.add_argument("--calibration-store", type=writable_dir, default=None, metavar="DIR",
+                   help="calibration store whose newest matching records the bench loads (default: the config's "
+                        "processor.calibration.store, else $LIGHTLOOP_CALIBRATION_STORE or ./runs/calibration, "
+                        "where `lightloop calibrate` writes)")
     from_config = {"dataset": "training.dataset", "gradient": "training.gradient", "optimizer": "training.optimizer",
                    "loss": "training.loss", "epochs": "training.epochs", "batch_size": "training.batch_size",
                    "lr": "training.lr", "init_scale": "training.init_scale", "seed": "training.seed",
@@ -279,7 +283,14 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
     from lightloop.training.optimizers import make_optimizer
     from lightloop.training.trainer import Trainer, TrainSettings
 
-    cfg = load_config(args.config or default_config_path())
+    overrides = dict(getattr(args, "config_overrides", None) or {})   # dotted config paths (sweeps)
+    cfg = load_config(args.config or default_config_path(), overrides)
+    if getattr(args, "calibration_store", None) is not None:
+        cal = getattr(cfg.processor, "calibration", None)
+        if cal is None:
+            raise ConfigError(f"--calibration-store: a {cfg.processor.kind!r} bench has no calibration routines; "
+                              "expected it only with a bench that calibrates (free_space, integrated_chip)")
+        cal.store = str(Path(args.calibration_store).expanduser().absolute())
     t = cfg.training
     dataset = args.dataset or t.dataset
     gradient = args.gradient or t.gradient
@@ -311,7 +322,9 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
 
     config_path = Path(args.config or default_config_path())
     # what a --resume must match (run.json); --epochs may differ: continuing to more epochs is what resume is for
-    fingerprint = {"config_sha256": file_digest(config_path), "dataset": dataset, "gradient": gradient,
+    fingerprint = {"config_sha256": file_digest(config_path), **({"config_overrides": {k: str(v) for k, v in
+                                                                  sorted(overrides.items())}} if overrides else {}),
+                   "dataset": dataset, "gradient": gradient,
                    "gradient_options": options, "loss": settings.loss, "optimizer": args.optimizer or t.optimizer,
                    "lr": lr, "batch_size": settings.batch_size, "seed": settings.seed, "init_scale": init_scale,
                    **_effective_build(cfg, args, ideal)}

@@ -21,7 +21,7 @@ from lightloop.errors import ConfigError
 from lightloop.schema import (FeedbackSettings, LabConfig, StrictModel, TrainingDefaults, validation_message,
                               warn_if_surely_a_mistake)
 
-__all__ = ["StrictModel", "TrainingDefaults", "LabConfig", "load_config", "parse_config", "validation_message",
+__all__ = ["StrictModel", "TrainingDefaults", "LabConfig", "load_config", "parse_config", "apply_overrides", "validation_message",
            "bench_module", "load_yaml", "MAX_DEPTH", "MAX_BYTES", "MAX_NODES"]
 
 #: deepest nesting of mappings/sequences a config may have
@@ -206,7 +206,31 @@ def _check_training(cfg: LabConfig) -> None:
     warn_if_surely_a_mistake(src, lr=t.lr, init_scale=t.init_scale)
 
 
-def load_config(path: str | Path) -> LabConfig:
-    """Read and validate a YAML lab config."""
+def apply_overrides(data: Any, overrides: dict[str, Any], source: str, flag: str = "--grid") -> Any:
+    """A deep copy of config `data` with dotted-path settings applied ({'processor.probe_field': 0.05}); the
+    schema validates the result. One-line ConfigError for a path that leaves the mapping."""
+    import copy
+
+    out = copy.deepcopy(data) if isinstance(data, dict) else data
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        node = out
+        for i, key in enumerate(parts[:-1]):
+            nxt = node.get(key) if isinstance(node, dict) else None
+            if nxt is None:
+                nxt = node[key] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"{source}: {flag} {dotted}: {'.'.join(parts[: i + 1])} is not a section; expected a "
+                                  "dotted path through config sections to one setting")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> LabConfig:
+    """Read and validate a YAML lab config, with dotted-path `overrides` applied before validation."""
     path = Path(path)
-    return parse_config(load_yaml(path), str(path))
+    data = load_yaml(path)
+    if overrides:
+        data = apply_overrides(data, overrides, str(path))
+    return parse_config(data, str(path))

@@ -11,8 +11,10 @@ in this process with --scheduler synchronous. Repeat r uses training seed (seed 
 
 Parameters (grid or --set): the `lightloop train` settings dataset, gradient, optimizer, lr,
 epochs, batch_size, init_scale, seed, loss, hidden (e.g. 500 or 64:32), optical_depth (alias a0),
-ideal; every other name is an option of the gradient method (e.g. q, one_bit, epsilon,
-noise_rate for stochastic_photonic).
+ideal; a dotted path sets any field of the config (processor.probe_field=0.05,0.1,
+processor.vapor_cell.t_max_k=140degC,150degC), validated through the config's schema before any run;
+every other name is an option of the gradient method (e.g. q, one_bit, epsilon, noise_rate for
+stochastic_photonic).
 
 Results: OUT/results.csv (or .parquet) with one row per (point, repeat), rewritten atomically after
 every finished run; re-running the same command skips rows whose status is ok (failed or missing
@@ -39,7 +41,8 @@ from typing import Any, Callable
 from lightloop.errors import ConfigError, LightloopError
 from lightloop.sweep_plots import fmt_value as _fmt, plot_curve, plot_heatmap
 
-__all__ = ["register", "run_sweep", "parse_grid", "run_point", "SweepSpec", "TRAIN_KEYS"]
+__all__ = ["register", "run_sweep", "parse_grid", "run_point", "run_point_on_bench", "bench_resource", "SweepSpec",
+           "TRAIN_KEYS"]
 
 
 def _hidden(raw: str) -> list[int]:
@@ -112,6 +115,12 @@ def _canon(name: str) -> str:
     return ALIASES.get(key, key)
 
 
+def _is_path(name: str) -> bool:
+    """A dotted config path (section.field...) rather than a training setting or gradient option."""
+    parts = name.split(".")
+    return len(parts) > 1 and all(p.isidentifier() for p in parts)
+
+
 def _value(name: str, raw: str, flag: str) -> Any:
     """Typed value of one parameter (training settings typed by TRAIN_KEYS, gradient options by scalar rules)."""
     from lightloop.cli import parse_scalar
@@ -133,8 +142,9 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
     for item in items:
         name, sep, raw = item.partition("=")
         name = _canon(name)
-        if not sep or not name.isidentifier():
-            raise ConfigError(f"--grid: expected PARAM=v1,v2,..., got {item!r}")
+        if not sep or not (name.isidentifier() or _is_path(name)):
+            raise ConfigError(f"--grid: expected PARAM=v1,v2,... (PARAM a setting or a dotted config path such as "
+                              f"processor.probe_field), got {item!r}")
         if name in grid:
             raise ConfigError(f"--grid {name}: given twice; expected each parameter once")
         values = [_value(name, v, "--grid") for v in raw.split(",")]
@@ -152,8 +162,8 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     for item in items:
         name, sep, raw = item.partition("=")
         name = _canon(name)
-        if not sep or not name.isidentifier():
-            raise ConfigError(f"--set: expected KEY=VALUE, got {item!r}")
+        if not sep or not (name.isidentifier() or _is_path(name)):
+            raise ConfigError(f"--set: expected KEY=VALUE (KEY a setting or a dotted config path), got {item!r}")
         if name in fixed:
             raise ConfigError(f"--set {name}: given twice; expected each setting once")
         fixed[name] = _value(name, raw, "--set")
@@ -204,13 +214,26 @@ class SweepSpec:
         """(training settings, gradient options) of a point: fixed values overridden by the point's."""
         merged = {**self.fixed, **point}
         train = {k: v for k, v in merged.items() if k in TRAIN_KEYS}
-        opts = {k: v for k, v in merged.items() if k not in TRAIN_KEYS}
+        opts = {k: v for k, v in merged.items() if k not in TRAIN_KEYS and not _is_path(k)}
         return train, opts
 
+    def overrides(self, point: dict[str, Any]) -> dict[str, Any]:
+        """The dotted-path config settings of a point (fixed ones overridden by the point's)."""
+        return {k: v for k, v in {**self.fixed, **point}.items() if _is_path(k)}
+
     def check_point(self, point: dict[str, Any]) -> None:
-        """Fail fast (before any run) on a gradient option the method does not take or a bad value."""
+        """Fail fast (before any run) on a config path the schema refuses, a gradient option the method does not
+        take or a bad value."""
         from lightloop.training.gradients import make_gradient
 
+        paths = self.overrides(point)
+        if paths:
+            from lightloop.config import load_config
+
+            try:
+                load_config(self.config, paths)
+            except ConfigError as exc:
+                raise ConfigError(f"--grid/--set {', '.join(paths)}: {exc}") from None
         train, opts = self.settings(point)
         gradient = train.get("gradient", self.cfg.training.gradient)
         base = self.cfg.training.gradient_options if gradient == self.cfg.training.gradient else {}
@@ -248,7 +271,7 @@ class SweepSpec:
             for r in range(self.repeat):
                 seed = int(train.get("seed", self.base_seed)) + r
                 out.append({"key": key, "repeat": r, "point": p, "train": {**train, "seed": seed},
-                            "gradient_options": opts, "config": str(self.config),
+                            "gradient_options": opts, "overrides": self.overrides(p), "config": str(self.config),
                             "data_dir": str(self.data_dir) if self.data_dir else None,
                             "out": str(self.out / "runs" / _slug(key, r))})
         return out
@@ -272,6 +295,7 @@ def _namespace(task: dict[str, Any]) -> argparse.Namespace:
     if "ideal" in task["train"]:              # ideal=false forces the realistic twin, ideal=true the ideal one
         args.realistic = not task["train"]["ideal"]
     args.gradient_option = [f"{k}={_fmt(v)}" for k, v in task["gradient_options"].items()]
+    args.config_overrides = dict(task.get("overrides") or {})
     return args
 
 
@@ -280,7 +304,7 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
     from lightloop.cli import run_training
 
     t0 = time.perf_counter()
-    row: dict[str, Any] = {"point": task["key"], "repeat": task["repeat"],
+    row: dict[str, Any] = {"point": task["key"], "repeat": task["repeat"], "started_unix": time.time(),
                            **{k: _fmt(v) if isinstance(v, list) else v for k, v in task["point"].items()},
                            "seed": task["train"]["seed"], "out": task["out"]}
     try:
@@ -295,8 +319,27 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
     row.update({k: summary[k] for k in METRICS if k in summary and k not in row})
     if "test_accuracy" in row:
         row["test_error"] = 1.0 - float(row["test_accuracy"])
-    row.update({"status": RESULT_STATUS_OK, "error": "", "wall_seconds": time.perf_counter() - t0})
+    row.update({"status": RESULT_STATUS_OK, "error": "", "wall_seconds": time.perf_counter() - t0,
+                "finished_unix": time.time()})
     return row
+
+
+def run_point_on_bench(task: dict[str, Any], resource: str) -> dict[str, Any]:
+    """run_point holding the cluster-wide Dask lock of the bench: at most one task uses a bench at a time."""
+    from dask.distributed import Lock
+
+    with Lock(resource):
+        return run_point(task)
+
+
+def bench_resource(cfg: Any, exclusive: bool | None = None) -> str | None:
+    """The Dask lock / worker-resource name of a config's bench ('bench:<name>'), or None when runs may share it:
+    auto (None) = exclusive when the config drives real instruments (not twins, not an auto-started wire twin)."""
+    if exclusive is None:
+        insts = getattr(cfg, "instruments", None) or {}
+        em = getattr(cfg, "emulator", None)
+        exclusive = any(s.driver != "twin" for s in insts.values()) and not (em is not None and em.autostart)
+    return f"bench:{cfg.bench}" if exclusive else None
 
 
 # --- results table -------------------------------------------------------------------------------
@@ -424,8 +467,13 @@ def _secure_after_abort(spec: SweepSpec, log: Callable[[str], None]) -> None:
 
 def run_sweep(spec: SweepSpec, *, scheduler: str | None = None, workers: int | None = None,
               fmt: str = "csv", metric: str = "test_accuracy", progress: bool = True,
-              log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict[str, Any]:
-    """Run the missing (point, repeat) trainings, update the table, write summary and plots; return a report."""
+              log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+              exclusive: bool | None = None) -> dict[str, Any]:
+    """Run the missing (point, repeat) trainings, update the table, write summary and plots; return a report.
+
+    Runs that drive real instruments (or any, with exclusive=True) hold the Dask lock of their bench while they run;
+    when a worker of the cluster advertises the worker resource of that name (``dask worker --resources
+    bench:NAME=1``) the tasks also go to that worker - the one wired to the bench."""
     from tqdm.auto import tqdm
 
     _check_manifest(spec)
@@ -446,7 +494,11 @@ def run_sweep(spec: SweepSpec, *, scheduler: str | None = None, workers: int | N
             else:
                 from dask.distributed import as_completed
 
-                futures = [client.submit(run_point, t, pure=False,
+                resource = bench_resource(spec.cfg, exclusive)
+                workers_info = client.scheduler_info().get("workers", {}).values()
+                pinned = resource is not None and any(resource in (w.get("resources") or {}) for w in workers_info)
+                fn, extra = (run_point_on_bench, (resource,)) if resource else (run_point, ())
+                futures = [client.submit(fn, t, *extra, pure=False, resources={resource: 1} if pinned else None,
                                          key=f"lightloop-{_slug(t['key'], t['repeat'])}-{time.time_ns()}")
                            for t in tasks]
                 results = (f.result() for f in as_completed(futures))
@@ -500,6 +552,7 @@ def _handler(args: argparse.Namespace) -> int:
     with RunRecording(spec.out, "sweep", cfg=spec.cfg, config_path=spec.config, args=args,   # provenance, run.log
                       settings={"grid": spec.grid, "fixed": spec.fixed, "repeat": spec.repeat}) as record:
         report = run_sweep(spec, scheduler=args.scheduler, workers=args.workers, fmt=args.format, metric=args.metric,
+                           exclusive={"auto": None, "on": True, "off": False}[getattr(args, "bench_lock", "auto")],
                            progress=not args.no_progress)
     record.finish(report, calibration=calibration_of_runs(spec.out / "runs"))   # each point has its own records
     print(json.dumps(report))
@@ -529,4 +582,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="results table format")
     p.add_argument("--metric", default="test_accuracy", choices=METRICS, help="column summarised and plotted")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--bench-lock", choices=["auto", "on", "off"], default="auto",
+                   help="one run at a time per bench (a Dask lock named bench:<bench>; auto: on for real instruments)")
     p.set_defaults(handler=_handler)

@@ -14,6 +14,12 @@ from lightloop.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 
+# runs without a store in their config use the default calibration store: keep the suite's runs out of ./runs and
+# independent of what a developer calibrated by hand (subprocesses inherit it)
+import tempfile  # noqa: E402
+
+os.environ["LIGHTLOOP_CALIBRATION_STORE"] = tempfile.mkdtemp(prefix="lightloop-test-store-")
+
 
 def mnist_dir() -> Path | None:
     """MNIST directory from LIGHTLOOP_DATA_DIR or ../shared/datasets, if the files are there."""

@@ -116,3 +116,89 @@ def test_ideal_false_forces_the_realistic_twin(tmp_path, ideal):
             "gradient_options": {}}
     args = _namespace(task)
     assert args.ideal is ideal and args.realistic is (not ideal)
+
+
+FREE = ROOT / "lab_configs" / "free_space_sa.yaml"
+
+
+def test_a_dotted_config_path_is_swept_and_reaches_the_bench(tmp_path):
+    """--grid processor.probe_field=...: validated by the config schema, each run built with its value."""
+    grid = parse_grid(["processor.probe_field=0.05,0.2"])
+    assert grid == {"processor.probe_field": [0.05, 0.2]}
+    fixed = {"dataset": "iris", "hidden": [4], "epochs": 1, "batch_size": 16, "ideal": True,
+             "processor.vapor_cell.t_max_k": "150 degC"}
+    spec = SweepSpec(FREE, grid, fixed, 1, tmp_path / "sw", None)
+    rep = run_sweep(spec, scheduler="synchronous", progress=False, log=lambda s: None)
+    rows = pd.read_csv(tmp_path / "sw" / "results.csv")
+    assert list(rows["status"]) == ["ok", "ok"] and sorted(rows["processor.probe_field"]) == [0.05, 0.2]
+    runs = json.loads((tmp_path / "sw" / "runs").joinpath(
+        sorted(p.name for p in (tmp_path / "sw" / "runs").iterdir())[0], "run.json").read_text())
+    assert "config_overrides" in json.dumps(runs)
+    assert rep is not None
+
+
+@pytest.mark.parametrize("item, match", [
+    ("processor.probe_field=-1", r"--grid/--set processor.probe_field: .*probe_field: expected greater than 0"),
+    ("processor.no_such_field=1", r"processor.no_such_field: unknown key"),
+    ("processor.vapor_cell.t_max_k=5 parsec", r"t_max_k: expected a temperature"),
+])
+def test_a_bad_dotted_path_fails_before_any_run(tmp_path, item, match):
+    with pytest.raises(ConfigError, match=match):
+        SweepSpec(FREE, parse_grid([item]), {"dataset": "iris", "epochs": 1}, 1, tmp_path / "sw", None)
+    assert not (tmp_path / "sw").exists()
+
+
+def test_two_benches_share_a_cluster_but_each_runs_one_task_at_a_time(tmp_path):
+    """The bench lock (Dask Lock 'bench:<name>'): two sweeps of two benches on one 2-worker cluster; within a bench
+    the runs never overlap in time, and every run finishes."""
+    import threading
+
+    import yaml
+    from dask.distributed import LocalCluster
+
+    from lightloop.sweep import bench_resource
+
+    configs = []
+    for name in ("bench-a", "bench-b"):
+        d = yaml.safe_load(DIGITAL.read_text())
+        d["bench"] = name
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(d))
+        configs.append(path)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    try:
+        reports: dict[str, dict] = {}
+        errors: list[BaseException] = []
+
+        def sweep(cfg: Path) -> None:
+            try:
+                spec = SweepSpec(cfg, {"seed": [1, 2, 3]}, {k: v for k, v in FAST.items()}, 1, tmp_path / cfg.stem, None)
+                assert bench_resource(spec.cfg, True) == f"bench:{cfg.stem}"
+                reports[cfg.stem] = run_sweep(spec, scheduler=cluster.scheduler_address, progress=False,
+                                              log=lambda s: None, exclusive=True)
+            except BaseException as exc:   # re-raised in the test thread below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=sweep, args=(c,)) for c in configs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        cluster.close()
+    if errors:
+        raise errors[0]
+    for cfg in configs:
+        assert reports[cfg.stem]["failed"] == 0
+        rows = pd.read_csv(tmp_path / cfg.stem / "results.csv").sort_values("started_unix")
+        spans = list(zip(rows["started_unix"], rows["finished_unix"]))
+        assert len(spans) == 3 and all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans
+
+
+def test_real_instrument_configs_lock_their_bench_by_default():
+    from lightloop.config import load_config
+    from lightloop.sweep import bench_resource
+
+    assert bench_resource(load_config(ROOT / "lab_configs" / "real_free_space.yaml")) == "bench:free-space-sa-lab"
+    assert bench_resource(load_config(ROOT / "lab_configs" / "wire_free_space.yaml")) is None   # a twin per run
+    assert bench_resource(load_config(DIGITAL)) is None

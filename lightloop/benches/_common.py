@@ -10,7 +10,7 @@ from typing import Any
 from lightloop.errors import ConfigError
 from lightloop.schema import LabConfig
 
-__all__ = ["LockedPort", "check_role_counts", "resolve_store", "station_ports"]
+__all__ = ["LockedPort", "check_role_counts", "default_store", "resolve_store", "station_ports", "store_for"]
 
 
 class LockedPort:
@@ -72,3 +72,17 @@ def check_role_counts(cfg: LabConfig, sizes: tuple[int, ...], counts: list[tuple
     if em is not None and em.layer_sizes is not None and tuple(em.layer_sizes) != tuple(sizes):
         raise ConfigError(f"{cfg.source}: emulator.layer_sizes: {em.layer_sizes} but this run needs {list(sizes)}; "
                           "expected equal sizes (or drop layer_sizes)")
+
+
+def default_store() -> Path:
+    """The calibration store used when a config names none: $LIGHTLOOP_CALIBRATION_STORE, else ./runs/calibration."""
+    return Path(os.environ.get("LIGHTLOOP_CALIBRATION_STORE") or Path("runs") / "calibration").expanduser().absolute()
+
+
+def store_for(cfg: LabConfig) -> tuple[str | None, bool]:
+    """(the calibration store of a run, whether it is the default one): the config's `processor.calibration.store`,
+    else the default store for any bench that has calibrations; (None, False) for a bench without."""
+    if getattr(getattr(cfg, "processor", None), "calibration", None) is None:
+        return None, False
+    configured = resolve_store(cfg)
+    return (configured, False) if configured else (str(default_store()), True)

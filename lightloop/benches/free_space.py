@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from lightloop.benches._common import LockedPort, check_role_counts, resolve_store, station_ports
+from lightloop.benches._common import LockedPort, check_role_counts, resolve_store, station_ports, store_for
 from lightloop.schema import BuildOverrides, LabConfig, LayerSize, Seed, StrictModel
 from lightloop.units import Seconds, Temperature, Voltage, Volume
 from lightloop.errors import ConfigError
@@ -294,14 +295,15 @@ def _attach_calibration(proc: FreeSpaceProcessor, cfg: LabConfig) -> FreeSpacePr
     p: Schema = cfg.processor
     proc.bench_name = cfg.bench
     proc.calibration_log = []
-    if p.calibration.store:
+    path, default = store_for(cfg)
+    if path and (not default or Path(path).is_dir()):
         from lightloop.calibration.store import CalibrationStore, load_into_processor
 
-        store = CalibrationStore(resolve_store(cfg))
-        try:
+        store = CalibrationStore(path)
+        try:   # the default store (no store in the config) warns on a record that does not fit, never fails
             proc.calibration_log = load_into_processor(
                 proc, store, cfg.bench, max_age_days=p.calibration.max_age_days,
-                on_mismatch=p.calibration.on_mismatch)
+                on_mismatch="warn" if default else p.calibration.on_mismatch)
         except BaseException:
             proc.close()  # leave the instruments safe and released
             raise

@@ -9,12 +9,13 @@ The twin draws the chip's hidden truth from the process-variation model with `ch
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from lightloop.benches._common import LockedPort, check_role_counts, resolve_store, station_ports
+from lightloop.benches._common import LockedPort, check_role_counts, station_ports, store_for
 from lightloop.errors import ConfigError
 from lightloop.physics.mesh import MeshLayer, layer_ports
 from lightloop.schema import BuildOverrides, LabConfig, LayerSize, Seed, StrictModel
@@ -373,13 +374,14 @@ def _load_calibration(proc: ChipProcessor, cfg: LabConfig) -> ChipProcessor:
     p: Schema = cfg.processor
     proc.bench_name = cfg.bench
     proc.calibration_log = []
-    if p.calibration.store:
+    path, default = store_for(cfg)
+    if path and (not default or Path(path).is_dir()):
         from lightloop.calibration.store import CalibrationStore, load_into_processor
 
-        try:
-            proc.calibration_log = load_into_processor(proc, CalibrationStore(resolve_store(cfg)), cfg.bench,
+        try:   # the default store (no store in the config) warns on a record that does not fit, never fails
+            proc.calibration_log = load_into_processor(proc, CalibrationStore(path), cfg.bench,
                                                        max_age_days=p.calibration.max_age_days,
-                                                       on_mismatch=p.calibration.on_mismatch)
+                                                       on_mismatch="warn" if default else p.calibration.on_mismatch)
         except BaseException:
             proc.close()  # leave the instruments safe and released
             raise

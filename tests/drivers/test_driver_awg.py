@@ -190,11 +190,12 @@ def test_reboot_and_front_panel(twin_awg):
     drv.upload(_codes(8, 2), [1, 2])
     drv.output_on([1, 2])
     drv.arm()
+    assert drv.trigger_source() == "EXT"                             # a query: the twin has handled every write
     server.reboot("awg")                                             # power cycle: the link is closed too
     assert not twin.outputs.any() and twin.trigger == "IMM" and list(twin.amplitude) == [0.5] * 4
     assert all(len(m) == 0 for m in twin.memory) and twin.injected["reboot"] == 1
     twin.front_panel(3, amplitude=0.2, output=True)
-    assert twin.outputs[2] and twin.amplitude[2] == 0.2 and server.log.commands("awg")[-1] == "TRIG:SOUR EXT"
+    assert twin.outputs[2] and twin.amplitude[2] == 0.2 and server.log.commands("awg")[-1] == "TRIG:SOUR?"
 
 
 def test_injected_faults_reach_the_driver_as_one_line_errors(twin_awg):
