@@ -206,6 +206,23 @@ def _xt_pattern(cal: Any) -> tuple[NDArray, NDArray, NDArray]:
     return c.row[off].astype(np.intp), c.col[off].astype(np.intp), c.data[off].astype(np.float64)
 
 
+def channel_report(res: CalibrationResult, li: int, phi0: NDArray, p_pi: NDArray, sigma_phi0: NDArray,
+                   sigma_p_pi_rel: NDArray, grp_of: NDArray, q: NDArray, threshold: float, sigma_max: float,
+                   how: str = "") -> dict[str, dict[str, Any]]:
+    """Per-heater fit record {channel: phi0 (rad), P_pi (W/rad), uncertainties, group residual, ok}; a channel whose
+    residual or phi0 uncertainty is above its limit fails the result."""
+    per = {}
+    for ch in range(len(phi0)):
+        ok = bool(q[ch] <= threshold and sigma_phi0[ch] <= sigma_max)
+        per[str(ch)] = {"phi0": float(phi0[ch]), "p_pi_w": float(p_pi[ch]), "sigma_phi0_rad": float(sigma_phi0[ch]),
+                        "sigma_p_pi_rel": float(sigma_p_pi_rel[ch]), "group": int(grp_of[ch]),
+                        "group_rms_over_rms": float(q[ch]), "ok": ok}
+        if not ok:
+            res.fail(f"layer {li} channel {ch}: residual {q[ch]:.3g} of the field rms (threshold {threshold}) or phi0 "
+                     f"uncertainty {sigma_phi0[ch]:.3g} rad (max {sigma_max}){how}")
+    return per
+
+
 @register_routine
 class PhaseShifterRoutine(Routine):
     """phi0, P_pi of every heater, crosstalk and coupler errors of every unitary layer (global model fit)."""
@@ -277,18 +294,9 @@ class PhaseShifterRoutine(Routine):
             grp_of = np.zeros(bank.n_channels, np.intp)
             for g, members in enumerate(groups):
                 grp_of[members] = g
-            per = {}
             q = fit.group_nrms[grp_of]
-            for ch in range(bank.n_channels):
-                ok = bool(q[ch] <= threshold and fit.sigma_phi0[ch] <= sigma_max)
-                per[str(ch)] = {"phi0": float(fit.phi0[ch]), "p_pi_w": float(fit.p_pi_w[ch]),
-                                "sigma_phi0_rad": float(fit.sigma_phi0[ch]),
-                                "sigma_p_pi_rel": float(fit.sigma_p_pi_rel[ch]),
-                                "group": int(grp_of[ch]), "group_rms_over_rms": float(q[ch]), "ok": ok}
-                if not ok:
-                    res.fail(f"layer {li} channel {ch}: residual {q[ch]:.3g} of the field rms (threshold {threshold}) "
-                             f"or phi0 uncertainty {fit.sigma_phi0[ch]:.3g} rad (max {sigma_max}) after "
-                             f"{fit.restarts + 1} start(s)")
+            per = channel_report(res, li, fit.phi0, fit.p_pi_w, fit.sigma_phi0, fit.sigma_p_pi_rel, grp_of, q,
+                                 threshold, sigma_max, f" after {fit.restarts + 1} start(s)")
             res.arrays[f"channels_{li}"] = np.arange(bank.n_channels, dtype=np.float64)
             res.arrays[f"phi0_{li}"] = fit.phi0
             res.arrays[f"p_pi_w_{li}"] = fit.p_pi_w
@@ -381,17 +389,9 @@ class PhaseShifterRoutine(Routine):
             grp_of = np.zeros(h, np.intp)
             for g, members in enumerate(groups):
                 grp_of[members] = g
-            per = {}
             q = group_nrms[grp_of]
-            for ch in range(h):
-                ok = bool(q[ch] <= threshold and st.sigma_phi0[ch] <= sigma_max)
-                per[str(ch)] = {"phi0": float(st.phi0[ch]), "p_pi_w": float(st.p_pi[ch]),
-                                "sigma_phi0_rad": float(st.sigma_phi0[ch]),
-                                "sigma_p_pi_rel": float(st.sigma_p_pi_rel[ch]),
-                                "group": int(grp_of[ch]), "group_rms_over_rms": float(q[ch]), "ok": ok}
-                if not ok:
-                    res.fail(f"layer {li} channel {ch}: residual {q[ch]:.3g} of the field rms (threshold {threshold}) "
-                             f"or phi0 uncertainty {st.sigma_phi0[ch]:.3g} rad (max {sigma_max})")
+            per = channel_report(res, li, st.phi0, st.p_pi, st.sigma_phi0, st.sigma_p_pi_rel, grp_of, q, threshold,
+                                 sigma_max)
             res.arrays[f"channels_{li}"] = np.arange(h, dtype=np.float64)
             res.arrays[f"phi0_{li}"] = st.phi0.copy()
             res.arrays[f"p_pi_w_{li}"] = st.p_pi.copy()

@@ -169,9 +169,8 @@ class IQArbitraryWaveformGenerator(ScpiVisaInstrument):
             raise self._transport_error(label, exc, "a reply") from exc
 
     # --- amplitudes, outputs ----------------------------------------------------------------------------
-    def set_amplitudes(self, volts: Sequence[float], channels: Sequence[int] | None = None) -> list[float]:
-        """Set full-scale amplitudes (V) in ONE line that ends with their read-back; return what the AWG reports."""
-        numbers = self._channel_numbers(channels)
+    def _amplitudes(self, volts: Sequence[float], numbers: Sequence[int]) -> list[float]:
+        """Amplitudes (V), one per channel, each inside the channel's range (ValueError naming the channel)."""
         values = [float(v) for v in volts]
         if len(values) != len(numbers):
             raise ValueError(f"AWG {self.name!r}: got {len(values)} amplitudes for {len(numbers)} channels")
@@ -180,6 +179,12 @@ class IQArbitraryWaveformGenerator(ScpiVisaInstrument):
                 self.channels[c - 1].amplitude.validate(v)
             except ValueError as exc:
                 raise ValueError(f"AWG {self.name!r} ch{c}: {exc.args[0]}") from None
+        return values
+
+    def set_amplitudes(self, volts: Sequence[float], channels: Sequence[int] | None = None) -> list[float]:
+        """Set full-scale amplitudes (V) in ONE line that ends with their read-back; return what the AWG reports."""
+        numbers = self._channel_numbers(channels)
+        values = self._amplitudes(volts, numbers)
         cmd = ";".join([f"SOUR{c}:VOLT:AMPL {format_number(v)}" for c, v in zip(numbers, values)]
                        + [f"SOUR{c}:VOLT:AMPL?" for c in numbers])
         got = self._parse_list(cmd, self.ask(cmd).replace(";", ","), len(numbers))
@@ -246,14 +251,7 @@ class IQArbitraryWaveformGenerator(ScpiVisaInstrument):
         chl = format_channel_list(numbers)
         head = tail_q = ""
         if amplitudes is not None:
-            values = [float(v) for v in amplitudes]
-            if len(values) != len(numbers):
-                raise ValueError(f"AWG {self.name!r}: got {len(values)} amplitudes for {len(numbers)} channels")
-            for c, v in zip(numbers, values):
-                try:
-                    self.channels[c - 1].amplitude.validate(v)
-                except ValueError as exc:
-                    raise ValueError(f"AWG {self.name!r} ch{c}: {exc.args[0]}") from None
+            values = self._amplitudes(amplitudes, numbers)
             head = "".join(f"SOUR{c}:VOLT:AMPL {format_number(v)};" for c, v in zip(numbers, values))
             tail_q = "".join(f";SOUR{c}:VOLT:AMPL?" for c in numbers)
         label = f"{head}SEQ:DATA {chl},#{len(length)}{length}<{len(payload)} bytes>"
