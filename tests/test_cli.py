@@ -154,3 +154,18 @@ def test_help_shows_defaults_or_where_they_come_from(capsys):
     with pytest.raises(SystemExit):
         main(["calibrate", "--help"])
     assert "(default:" in capsys.readouterr().out
+
+
+def test_epoch_lines_off_a_terminal_and_log_level(tmp_path, capsys):
+    """Off a terminal (capsys) every epoch is one `lightloop: epoch ...` line on stderr; --log-level WARNING hides them."""
+    from lightloop.cli import main
+
+    base = ["train", "--config", str(REPO / "lab_configs" / "digital_mlp.yaml"), "--dataset", "iris", "--hidden", "4",
+            "--epochs", "2", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("lightloop: epoch ")]
+    assert [ln.split(":")[1].strip() for ln in lines] == ["epoch 1/2", "epoch 2/2"]
+    assert "test loss" in lines[0] and "accuracy" in lines[0]
+    assert main([*base, "--out", str(tmp_path / "b"), "--log-level", "WARNING"]) == 0
+    assert "lightloop: epoch" not in capsys.readouterr().err
+    assert "epoch 2/2" in (tmp_path / "b" / "run.log").read_text()      # the run's log file keeps every line
