@@ -324,10 +324,23 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+class _LeaseRefreshNoise:
+    """Drops tornado's 'Exception in callback ... _refresh_leases' records: a worker killed while it holds the bench
+    lock (a stopped sweep) cannot refresh the lock's lease any more; the lease then expires, which is the point."""
+
+    def filter(self, record: Any) -> bool:
+        return "_refresh_leases" not in record.getMessage()
+
+
 def run_point_on_bench(task: dict[str, Any], resource: str) -> dict[str, Any]:
     """run_point holding the cluster-wide Dask lock of the bench: at most one task uses a bench at a time."""
+    import logging
+
     from dask.distributed import Lock
 
+    tornado_log = logging.getLogger("tornado.application")
+    if not any(isinstance(f, _LeaseRefreshNoise) for f in tornado_log.filters):
+        tornado_log.addFilter(_LeaseRefreshNoise())
     with Lock(resource):
         return run_point(task)
 

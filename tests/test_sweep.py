@@ -149,50 +149,33 @@ def test_a_bad_dotted_path_fails_before_any_run(tmp_path, item, match):
 
 
 def test_two_benches_share_a_cluster_but_each_runs_one_task_at_a_time(tmp_path):
-    """The bench lock (Dask Lock 'bench:<name>'): two sweeps of two benches on one 2-worker cluster; within a bench
-    the runs never overlap in time, and every run finishes."""
-    import threading
-
+    """The bench lock (Dask Lock 'bench:<name>'): the runs of two benches on one 2-worker cluster; within a bench the
+    runs never overlap in time, and every run finishes (without the lock they overlap: checked by hand)."""
     import yaml
-    from dask.distributed import LocalCluster
+    from dask.distributed import Client, LocalCluster, wait
 
-    from lightloop.sweep import bench_resource
+    from lightloop.sweep import bench_resource, run_point_on_bench
 
-    configs = []
+    tasks = {}
     for name in ("bench-a", "bench-b"):
         d = yaml.safe_load(DIGITAL.read_text())
         d["bench"] = name
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(d))
-        configs.append(path)
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
-    try:
-        reports: dict[str, dict] = {}
-        errors: list[BaseException] = []
-
-        def sweep(cfg: Path) -> None:
-            try:
-                spec = SweepSpec(cfg, {"seed": [1, 2, 3]}, {k: v for k, v in FAST.items()}, 1, tmp_path / cfg.stem, None)
-                assert bench_resource(spec.cfg, True) == f"bench:{cfg.stem}"
-                reports[cfg.stem] = run_sweep(spec, scheduler=cluster.scheduler_address, progress=False,
-                                              log=lambda s: None, exclusive=True)
-            except BaseException as exc:   # re-raised in the test thread below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=sweep, args=(c,)) for c in configs]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-    finally:
-        cluster.close()
-    if errors:
-        raise errors[0]
-    for cfg in configs:
-        assert reports[cfg.stem]["failed"] == 0
-        rows = pd.read_csv(tmp_path / cfg.stem / "results.csv").sort_values("started_unix")
-        spans = list(zip(rows["started_unix"], rows["finished_unix"]))
-        assert len(spans) == 3 and all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans
+        spec = SweepSpec(path, {"seed": [1, 2, 3]}, dict(FAST), 1, tmp_path / name, None)
+        assert bench_resource(spec.cfg, True) == f"bench:{name}"
+        tasks[name] = spec.tasks()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        futures = {name: [client.submit(run_point_on_bench, t, f"bench:{name}", pure=False) for t in ts]
+                   for name, ts in tasks.items()}
+        done = wait([f for fs in futures.values() for f in fs], timeout=180)
+        assert not done.not_done, "runs did not finish"
+        rows = {name: client.gather(fs) for name, fs in futures.items()}
+    for name, rs in rows.items():
+        assert [r["status"] for r in rs] == ["ok"] * 3, rs
+        spans = sorted((r["started_unix"], r["finished_unix"]) for r in rs)
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), (name, spans)
 
 
 def test_real_instrument_configs_lock_their_bench_by_default():
@@ -202,3 +185,12 @@ def test_real_instrument_configs_lock_their_bench_by_default():
     assert bench_resource(load_config(ROOT / "lab_configs" / "real_free_space.yaml")) == "bench:free-space-sa-lab"
     assert bench_resource(load_config(ROOT / "lab_configs" / "wire_free_space.yaml")) is None   # a twin per run
     assert bench_resource(load_config(DIGITAL)) is None
+
+
+def test_a_sweep_with_the_bench_lock_runs_on_a_local_cluster(tmp_path):
+    spec = SweepSpec(DIGITAL, {"seed": [1, 2]}, dict(FAST), 1, tmp_path / "sw", None)
+    rep = run_sweep(spec, workers=2, progress=False, log=lambda s: None, exclusive=True)
+    rows = pd.read_csv(tmp_path / "sw" / "results.csv").sort_values("started_unix")
+    assert rep["failed"] == 0 and list(rows["status"]) == ["ok", "ok"]
+    spans = list(zip(rows["started_unix"], rows["finished_unix"]))
+    assert spans[0][1] <= spans[1][0]                      # one at a time, although two workers were free
