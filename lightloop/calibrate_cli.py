@@ -195,6 +195,7 @@ def run_calibrate(args: argparse.Namespace) -> dict[str, Any]:
     from lightloop.cli import default_config_path
     from lightloop.config import load_config
     from lightloop.training.datasets import load_dataset  # only for the dataset's shape (n_features, n_classes)
+    from lightloop.training.run_folder import runs_root
 
     if args.plots is not None and args.no_plots:
         raise ConfigError("--plots: given with --no-plots; expected one of the two")
@@ -225,7 +226,7 @@ def run_calibrate(args: argparse.Namespace) -> dict[str, Any]:
         if not args.no_plots:
             stamp = time.strftime("%Y%m%dT%H%M%S")
             plot_dir = args.plots or ((CalibrationStore(store_path).plot_dir(cfg.bench, stamp)) if store_path is not None
-                                      else Path("runs") / f"calibrate-{stamp}")
+                                      else runs_root() / f"calibrate-{stamp}")
         ctx = RunContext(progress=not args.no_progress and sys.stderr.isatty(), plot_dir=plot_dir, seed=args.seed,
                          options=options)
     except BaseException:
@@ -236,7 +237,7 @@ def run_calibrate(args: argparse.Namespace) -> dict[str, Any]:
     from lightloop.training.run_folder import unique_run_dir
 
     # run records (provenance, log file) next to the plots, else in a new runs/calibrate-<time>-<id> folder
-    with proc, RunRecording(plot_dir or unique_run_dir("runs", "calibrate"), "calibrate", cfg=cfg,
+    with proc, RunRecording(plot_dir or unique_run_dir(prefix="calibrate"), "calibrate", cfg=cfg,
                             config_path=args.config or default_config_path(), args=args,
                             settings={"calibration_store": store_path}) as record:
         outcomes = calibrate(proc, args.routines, ctx, None if args.no_save else store, cfg.bench)

@@ -332,7 +332,7 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError("--accept-change: given without --resume; expected it only with --resume --out RUN")
     if args.resume and args.out is None:
         raise ConfigError("--resume: expected --out naming the run folder to continue")
-    out = args.out or unique_run_dir("runs", "train")
+    out = args.out or unique_run_dir(prefix="train")
     # locked before any instrument is touched: a second run on this folder fails here, at once
     from lightloop.records import RunRecording   # provenance, log file and QCoDeS DataSet of the run
 

@@ -29,11 +29,11 @@ _FIGURES = ("test_accuracy", "best_test_accuracy", "best_epoch", "epochs")
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `runs` subcommand and its actions."""
     from lightloop.cli import writable_file
-    from lightloop.records.runs import DEFAULT_ROOT
+    from lightloop.training.run_folder import runs_root
 
     p = sub.add_parser("runs", help="list, show, compare, plot and export recorded runs",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="folder holding run folders")
+    p.add_argument("--root", type=Path, default=runs_root(), help="folder holding run folders ($LIGHTLOOP_RUNS_DIR or ./runs)")
     acts = p.add_subparsers(dest="runs_action", required=True, metavar="ACTION")
     a = acts.add_parser("list", help="one line per run folder under --root")
     a.add_argument("--json", action="store_true", help="print the list as JSON")

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lightloop.errors import ConfigError, LightloopError
+from lightloop.sweep_lock import bench_resource, run_point_on_bench
 from lightloop.sweep_plots import fmt_value as _fmt, plot_curve, plot_heatmap
 
 __all__ = ["register", "run_sweep", "parse_grid", "run_point", "run_point_on_bench", "bench_resource", "SweepSpec",
@@ -324,37 +325,6 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-class _LeaseRefreshNoise:
-    """Drops tornado's 'Exception in callback ... _refresh_leases' records: a worker killed while it holds the bench
-    lock (a stopped sweep) cannot refresh the lock's lease any more; the lease then expires, which is the point."""
-
-    def filter(self, record: Any) -> bool:
-        return "_refresh_leases" not in record.getMessage()
-
-
-def run_point_on_bench(task: dict[str, Any], resource: str) -> dict[str, Any]:
-    """run_point holding the cluster-wide Dask lock of the bench: at most one task uses a bench at a time."""
-    import logging
-
-    from dask.distributed import Lock
-
-    tornado_log = logging.getLogger("tornado.application")
-    if not any(isinstance(f, _LeaseRefreshNoise) for f in tornado_log.filters):
-        tornado_log.addFilter(_LeaseRefreshNoise())
-    with Lock(resource):
-        return run_point(task)
-
-
-def bench_resource(cfg: Any, exclusive: bool | None = None) -> str | None:
-    """The Dask lock / worker-resource name of a config's bench ('bench:<name>'), or None when runs may share it:
-    auto (None) = exclusive when the config drives real instruments (not twins, not an auto-started wire twin)."""
-    if exclusive is None:
-        insts = getattr(cfg, "instruments", None) or {}
-        em = getattr(cfg, "emulator", None)
-        exclusive = any(s.driver != "twin" for s in insts.values()) and not (em is not None and em.autostart)
-    return f"bench:{cfg.bench}" if exclusive else None
-
-
 # --- results table -------------------------------------------------------------------------------
 def _results_path(out: Path, fmt: str) -> Path:
     return out / f"results.{fmt}"
@@ -510,8 +480,8 @@ def run_sweep(spec: SweepSpec, *, scheduler: str | None = None, workers: int | N
                 resource = bench_resource(spec.cfg, exclusive)
                 workers_info = client.scheduler_info().get("workers", {}).values()
                 pinned = resource is not None and any(resource in (w.get("resources") or {}) for w in workers_info)
-                fn, extra = (run_point_on_bench, (resource,)) if resource else (run_point, ())
-                futures = [client.submit(fn, t, *extra, pure=False, resources={resource: 1} if pinned else None,
+                fn, lead, extra = (run_point_on_bench, (run_point,), (resource,)) if resource else (run_point, (), ())
+                futures = [client.submit(fn, *lead, t, *extra, pure=False, resources={resource: 1} if pinned else None,
                                          key=f"lightloop-{_slug(t['key'], t['repeat'])}-{time.time_ns()}")
                            for t in tasks]
                 results = (f.result() for f in as_completed(futures))
@@ -548,6 +518,7 @@ def run_sweep(spec: SweepSpec, *, scheduler: str | None = None, workers: int | N
 
 
 def _handler(args: argparse.Namespace) -> int:
+    from lightloop.training.run_folder import runs_root
     if args.format == "parquet":
         try:
             import pyarrow  # noqa: F401
@@ -558,7 +529,7 @@ def _handler(args: argparse.Namespace) -> int:
 
         args.config = default_config_path()
     spec = SweepSpec(args.config, parse_grid(args.grid), parse_set(args.set or []), args.repeat,
-                     args.out or Path("runs") / f"sweep-{Path(args.config).stem}", args.data_dir)
+                     args.out or runs_root() / f"sweep-{Path(args.config).stem}", args.data_dir)
     from lightloop.records import RunRecording
     from lightloop.records.runs import calibration_of_runs
 

@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 import tempfile  # noqa: E402
 
 os.environ["LIGHTLOOP_CALIBRATION_STORE"] = tempfile.mkdtemp(prefix="lightloop-test-store-")
+os.environ["LIGHTLOOP_RUNS_DIR"] = tempfile.mkdtemp(prefix="lightloop-test-runs-")   # default run folders
 
 
 def mnist_dir() -> Path | None:

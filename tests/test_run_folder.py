@@ -55,6 +55,7 @@ def test_default_run_folders_are_unique_even_in_one_second(tmp_path, monkeypatch
     assert len(names) == 200 and all(p.is_dir() for p in names)
     assert all(re.fullmatch(r"train-\d{8}-\d{6}-[0-9a-f]{6}", p.name) for p in names)
     monkeypatch.chdir(tmp_path / "runs")            # two real runs without --out, back to back
+    monkeypatch.delenv("LIGHTLOOP_RUNS_DIR", raising=False)   # the default folder: ./runs
     t0 = time.time()
     assert train(capsys)[0] == 0 and train(capsys)[0] == 0
     runs = sorted((tmp_path / "runs" / "runs").iterdir())

@@ -53,7 +53,7 @@ def two_runs(tmp_path_factory):
     work = tmp_path_factory.mktemp("records")
     root = work / "runs"
     commands, python = _readme_blocks()
-    here = os.getcwd()
+    here, runs_env = os.getcwd(), os.environ.pop("LIGHTLOOP_RUNS_DIR", None)   # the README's ./runs default
     buf, outs = io.StringIO(), {}
     os.chdir(work)
     try:
@@ -74,6 +74,8 @@ def two_runs(tmp_path_factory):
         outs["a2"] = json.loads(buf.getvalue().strip().splitlines()[-1])
     finally:
         os.chdir(here)
+        if runs_env is not None:
+            os.environ["LIGHTLOOP_RUNS_DIR"] = runs_env
     return root, outs, first, readme
 
 
@@ -202,6 +204,7 @@ def test_runs_list_show_compare_plot(two_runs, tmp_path, capsys):
 def test_bad_input_is_one_line_exit_2(two_runs, tmp_path, monkeypatch, capsys, args, fragment):
     root, _, _, _ = two_runs
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LIGHTLOOP_RUNS_DIR", raising=False)    # the default root: ./runs
     (tmp_path / "runs").symlink_to(root)
     cal = tmp_path / "runs_cal"
     with RunRecording(cal, "calibrate"):

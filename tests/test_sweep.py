@@ -154,7 +154,7 @@ def test_two_benches_share_a_cluster_but_each_runs_one_task_at_a_time(tmp_path):
     import yaml
     from dask.distributed import Client, LocalCluster, wait
 
-    from lightloop.sweep import bench_resource, run_point_on_bench
+    from lightloop.sweep import bench_resource, run_point, run_point_on_bench
 
     tasks = {}
     for name in ("bench-a", "bench-b"):
@@ -167,7 +167,7 @@ def test_two_benches_share_a_cluster_but_each_runs_one_task_at_a_time(tmp_path):
         tasks[name] = spec.tasks()
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        futures = {name: [client.submit(run_point_on_bench, t, f"bench:{name}", pure=False) for t in ts]
+        futures = {name: [client.submit(run_point_on_bench, run_point, t, f"bench:{name}", pure=False) for t in ts]
                    for name, ts in tasks.items()}
         done = wait([f for fs in futures.values() for f in fs], timeout=180)
         assert not done.not_done, "runs did not finish"

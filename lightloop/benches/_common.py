@@ -75,8 +75,10 @@ def check_role_counts(cfg: LabConfig, sizes: tuple[int, ...], counts: list[tuple
 
 
 def default_store() -> Path:
-    """The calibration store used when a config names none: $LIGHTLOOP_CALIBRATION_STORE, else ./runs/calibration."""
-    return Path(os.environ.get("LIGHTLOOP_CALIBRATION_STORE") or Path("runs") / "calibration").expanduser().absolute()
+    """The calibration store used when a config names none: $LIGHTLOOP_CALIBRATION_STORE, else <runs>/calibration
+    (<runs> = $LIGHTLOOP_RUNS_DIR or ./runs)."""
+    runs = Path(os.environ.get("LIGHTLOOP_RUNS_DIR") or "runs")
+    return Path(os.environ.get("LIGHTLOOP_CALIBRATION_STORE") or runs / "calibration").expanduser().absolute()
 
 
 def store_for(cfg: LabConfig) -> tuple[str | None, bool]:

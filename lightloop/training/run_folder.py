@@ -26,7 +26,7 @@ from lightloop.atomic_io import atomic_write_text
 from lightloop.errors import RunFolderError
 
 __all__ = ["LOCK_NAME", "MANIFEST_NAME", "RESULT_FILES", "RunFolder", "unique_run_dir", "check_out_dir",
-           "file_digest"]
+           "file_digest", "runs_root"]
 
 LOCK_NAME = ".lightloop.lock"
 HOLDER_NAME = ".lightloop-holder.json"
@@ -40,9 +40,15 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def unique_run_dir(root: Path | str = "runs", prefix: str = "train") -> Path:
-    """Create and return a new folder root/<prefix>-<YYYYmmdd-HHMMSS>-<random hex> (never an existing one)."""
-    root = Path(root)
+def runs_root() -> Path:
+    """Where new run folders go by default: $LIGHTLOOP_RUNS_DIR, else ./runs."""
+    return Path(os.environ.get("LIGHTLOOP_RUNS_DIR") or "runs")
+
+
+def unique_run_dir(root: Path | str | None = None, prefix: str = "train") -> Path:
+    """Create and return a new folder root/<prefix>-<YYYYmmdd-HHMMSS>-<random hex> (never an existing one); root
+    defaults to `runs_root()`."""
+    root = Path(root) if root is not None else runs_root()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for _ in range(64):
         path = root / f"{prefix}-{stamp}-{secrets.token_hex(3)}"
