@@ -152,16 +152,17 @@ COMMANDS = st.one_of(
 SEQUENCES = st.lists(COMMANDS, min_size=1, max_size=8)
 
 
+#: laser commands of both stations: name -> fn(SafeLaser, argument)
+_LASER = {"laser_on": lambda laser, a: laser.on(a), "laser_current": lambda laser, a: laser.set_current(a),
+          "laser_off": lambda laser, a: laser.off()}
+
+
 def _apply(b: SafetyBench, cmd: str, arg: Any) -> None:
     hal, tw = b.hal, b.twins
     if cmd == "temperature":
         hal["tc"].set_temperature(arg)
-    elif cmd == "laser_on":
-        hal["laser"].on(arg)
-    elif cmd == "laser_current":
-        hal["laser"].set_current(arg)
-    elif cmd == "laser_off":
-        hal["laser"].off()
+    elif cmd in _LASER:
+        _LASER[cmd](hal["laser"], arg)
     elif cmd == "source":
         hal["source"].set_voltages(arg)
     elif cmd == "source_channel":
@@ -510,12 +511,8 @@ def _apply_chip(b: ChipSafetyBench, cmd: str, arg: Any) -> None:
     elif cmd == "acquire":
         hal["monitors"][arg].acquire()
         _barrier(b, "scope")           # an auto-range ends the call with an unacknowledged 'CHANc:RANG' write
-    elif cmd == "laser_on":
-        hal["laser"].on(arg)
-    elif cmd == "laser_current":
-        hal["laser"].set_current(arg)
-    elif cmd == "laser_off":
-        hal["laser"].off()
+    elif cmd in _LASER:
+        _LASER[cmd](hal["laser"], arg)
     elif cmd == "safe":
         b.proc.safe_state()
         b.counts["safe_incomplete"] += bool(b.proc.station.safe_state_failures)   # a step raised ...

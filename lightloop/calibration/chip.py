@@ -206,6 +206,18 @@ def _xt_pattern(cal: Any) -> tuple[NDArray, NDArray, NDArray]:
     return c.row[off].astype(np.intp), c.col[off].astype(np.intp), c.data[off].astype(np.float64)
 
 
+#: what the phase_shifters fit can and cannot determine (recorded with every result)
+GAUGE = ("phi offsets referenced to the layer injectors' phases; output phases absorbed by the receivers (free "
+         "without a screen); theta offsets, R P_pi, crosstalk, couplers invariant")
+
+
+def _ps_options(ctx: RunContext) -> tuple[int, float, float, float]:
+    """(sweep steps, fit-residual threshold, max phi0 sd (rad), max relative crosstalk sd) of phase_shifters."""
+    o = ctx.options
+    return (int(o.get("ps_steps", 8)), float(o.get("ps_fit_threshold", 0.02)), float(o.get("ps_sigma_max_rad", 0.01)),
+            float(o.get("xt_rel_sigma_max", 0.08)))   # the crosstalk sd is flagged (reported), not failed
+
+
 def channel_report(res: CalibrationResult, li: int, phi0: NDArray, p_pi: NDArray, sigma_phi0: NDArray,
                    sigma_p_pi_rel: NDArray, grp_of: NDArray, q: NDArray, threshold: float, sigma_max: float,
                    how: str = "") -> dict[str, dict[str, Any]]:
@@ -251,10 +263,7 @@ class PhaseShifterRoutine(Routine):
         if ctx.options.get("ps_method", "global") == "columns":
             return self._run_columns(proc, ctx)
         res, t0 = self.new_result(proc), time.perf_counter()
-        steps = int(ctx.options.get("ps_steps", 8))
-        threshold = float(ctx.options.get("ps_fit_threshold", 0.02))
-        sigma_max = float(ctx.options.get("ps_sigma_max_rad", 0.01))
-        xt_sigma_max = float(ctx.options.get("xt_rel_sigma_max", 0.08))   # flagged (reported), not failed
+        steps, threshold, sigma_max, xt_sigma_max = _ps_options(ctx)
         tries = int(ctx.options.get("ps_tries", 3))
         max_iter = int(ctx.options.get("ps_max_iter", 40))
         max_passes = int(ctx.options.get("ps_max_passes", 2))
@@ -262,8 +271,7 @@ class PhaseShifterRoutine(Routine):
         acq = writes = 0
         _all_sources_dark(proc)
         res.meta["layers"] = {}
-        res.meta["gauge"] = ("phi offsets referenced to the layer injectors' phases; output phases absorbed by the "
-                             "receivers (free without a screen); theta offsets, R P_pi, crosstalk, couplers invariant")
+        res.meta["gauge"] = GAUGE
         for li, lay in enumerate(proc.layers):
             bank, cal = lay.bank, lay.bank.cal
             model0 = layer_model(lay)
@@ -328,17 +336,13 @@ class PhaseShifterRoutine(Routine):
         """EXPERIMENTAL (ps_method: columns): data-driven start + column-wise refinement
         (lightloop.calibration.chip_columns); see its docstring for what does not converge yet."""
         res, t0 = self.new_result(proc), time.perf_counter()
-        steps = int(ctx.options.get("ps_steps", 8))
-        threshold = float(ctx.options.get("ps_fit_threshold", 0.02))
-        sigma_max = float(ctx.options.get("ps_sigma_max_rad", 0.01))
-        xt_sigma_max = float(ctx.options.get("xt_rel_sigma_max", 0.08))   # flagged (reported), not failed
+        steps, threshold, sigma_max, xt_sigma_max = _ps_options(ctx)
         max_sweeps = int(ctx.options.get("ps_max_sweeps", 12))
         global_max_n = int(ctx.options.get("ps_global_max_n", 0))        # global LM polish up to this N
         acq = writes = 0
         _all_sources_dark(proc)
         res.meta["layers"] = {}
-        res.meta["gauge"] = ("phi offsets referenced to the layer injectors' phases; output phases absorbed by the "
-                             "receivers (free without a screen); theta offsets, R P_pi, crosstalk, couplers invariant")
+        res.meta["gauge"] = GAUGE
         for li, lay in enumerate(proc.layers):
             if lay.screen:
                 raise CalibrationError(f"phase_shifters: layer {li} has an output phase screen; the column-wise "
