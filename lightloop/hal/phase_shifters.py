@@ -63,10 +63,23 @@ class ThermoOpticCalibration:
                 self.crosstalk = None
             else:
                 self.crosstalk = c.tocsr()
-                # C = I + E with |E| small for thermal crosstalk: Neumann / Richardson iteration is far
-                # cheaper than a sparse LU of a 2D heater lattice; fall back to LU if it does not contract
+                # one sparse LU of C, made on the first solve and reused by every write (volts_for solves
+                # C P = target up to 17 times per write); symmetric, diagonally dominant C (thermal
+                # crosstalk) needs no pivoting
                 rho = float(abs(off).sum(axis=1).max())
-                self._solver = ("neumann", off) if rho < 0.9 else ("lu", sparse.linalg.splu(c))
+                symmetric = (c - c.T).count_nonzero() == 0
+                self._solver = ("pending", c, symmetric and rho < 1.0)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle / deepcopy state without the cached factorisation (a SuperLU object cannot be pickled)."""
+        state = self.__dict__.copy()
+        if self.crosstalk is not None:
+            symmetric = (self.crosstalk - self.crosstalk.T).count_nonzero() == 0
+            from scipy import sparse
+
+            rho = float(abs(self.crosstalk - sparse.identity(self.n, format="csr")).sum(axis=1).max())
+            state["_solver"] = ("pending", self.crosstalk.tocsc(), symmetric and rho < 1.0)
+        return state
 
     @classmethod
     def nominal(cls, n: int, p_pi_w: float, resistance_ohm: float, crosstalk: Any = None) -> "ThermoOpticCalibration":
@@ -87,17 +100,17 @@ class ThermoOpticCalibration:
         target = self.p_pi_w * delta
         if self._solver is None:
             return target
+        if self._solver[0] == "pending":
+            from scipy.sparse.linalg import splu
+
+            _, c, no_pivot = self._solver
+            if c.shape[0] <= 512:      # small banks: a dense inverse (<= 2 MB) is one matrix-vector product
+                self._solver = ("dense", np.linalg.inv(c.toarray()))
+            else:
+                self._solver = ("lu", splu(c, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                                           options={"SymmetricMode": True}) if no_pivot else splu(c))
         kind, op = self._solver
-        if kind == "lu":
-            return op.solve(target)
-        p = target.copy()
-        scale = float(np.max(np.abs(target), initial=0.0)) or 1.0
-        for _ in range(200):     # p <- target - E p  converges like rho(E)^k
-            nxt = target - op @ p
-            if np.max(np.abs(nxt - p)) <= 1e-14 * scale:
-                return nxt
-            p = nxt
-        return p
+        return op @ target if kind == "dense" else op.solve(target)
 
 
 class PhaseShifterBank:

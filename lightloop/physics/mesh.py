@@ -67,113 +67,111 @@ class MZIColumns:
         self.cdtype = np.dtype(dtype)
         self.rdtype = np.float32 if self.cdtype == np.complex64 else np.float64
         off = layout.offsets
-        self._cols = []
+        # fields are propagated mode-major (n, batch): per column the rows of its MZIs form one (k, 2, batch)
+        # block (a slice when the MZIs sit on every other mode, else gathered rows); unpaired modes pass
+        self._mm_cols = []
         for c, m in enumerate(layout.columns):
             k = m.size
-            if k and np.all(np.diff(m) == 2):
-                sl_t, sl_b = slice(int(m[0]), int(m[0]) + 2 * k - 1, 2), slice(int(m[0]) + 1, int(m[0]) + 2 * k, 2)
-            else:
-                sl_t, sl_b = m, m + 1
             paired = np.zeros(self.n, bool)
             paired[m] = paired[m + 1] = True
-            self._cols.append((slice(int(off[c]), int(off[c + 1])), sl_t, sl_b, m, ~paired))
+            rows = None if k == 0 or np.all(np.diff(m) == 2) else np.stack([m, m + 1], 1).ravel()
+            unp = np.flatnonzero(~paired)
+            self._mm_cols.append((slice(int(off[c]), int(off[c + 1])), int(m[0]) if k else 0, k, rows,
+                                  unp if unp.size else None))
         e = self.errors
         c1, s1 = _coupler(e.alpha1)
         c2, s2 = _coupler(e.alpha2)
         col, mode = layout.col, layout.mode
         eta_t, eta_b = e.eta[col, mode], e.eta[col, mode + 1]
-        r = self.rdtype
-        self._k1c, self._k1s = c1.astype(r), (1j * s1).astype(self.cdtype)
-        self._k2c, self._k2s = c2.astype(r), (1j * s2).astype(self.cdtype)
-        self._eta_t, self._eta_b = eta_t.astype(r), eta_b.astype(r)
         self._lossless_pass = bool(np.all(e.eta == 1.0))
-        self._pass = [e.eta[c].astype(r) for c in range(layout.n_columns)]
+        self._pass = [e.eta[c].astype(self.rdtype) for c in range(layout.n_columns)]
+        # couplers B = [[c, i s], [i s, c]], arm transmissions eta (complex128; cast once per set_phases)
+        self._k1 = (c1.astype(np.complex128), 1j * s1)
+        self._b = (c2 * eta_t, 1j * s2 * eta_b, 1j * s2 * eta_t, c2 * eta_b)   # top/bottom outputs from the arms
         self.set_phases(np.zeros(self.n_shifters))
 
     # --- phases ------------------------------------------------------------------------------------
     def set_phases(self, phases: NDArray) -> None:
-        """True phases [theta..., phi...] (rad)."""
+        """True phases [theta..., phi...] (rad).
+
+        MZI: T = B2 diag(eta_t e^{i th}, eta_b) B1 diag(e^{i ph}, 1). Stored as per-MZI matrices on [top, bottom]:
+        forward rows [field after phi, after theta, top out, bottom out]; backward (U^T) rows [adjoint at theta,
+        at phi, top in, bottom in]."""
         k = self.n_mzi
-        th, ph = np.asarray(phases[:k], np.float64), np.asarray(phases[k:], np.float64)
-        self._et = np.exp(1j * th).astype(self.cdtype)
-        self._ep = np.exp(1j * ph).astype(self.cdtype)
-        # fused 2x2: T = B2 diag(eta_t e^{i th}, eta_b) B1 diag(e^{i ph}, 1)
-        k1c, k1s, k2c, k2s = self._k1c, self._k1s, self._k2c, self._k2s
-        a = self._eta_t * self._et
-        b = self._eta_b
-        t00 = (k2c * a * k1c + k2s * b * k1s) * self._ep
-        t01 = k2c * a * k1s + k2s * b * k1c
-        t10 = (k2s * a * k1c + k2c * b * k1s) * self._ep
-        t11 = k2s * a * k1s + k2c * b * k1c
-        self._t = [x.astype(self.cdtype) for x in (t00, t01, t10, t11)]
-        # combined coefficients of the recording passes
-        self._a1 = (self._et * k1c).astype(self.cdtype)          # field after theta from a
-        self._a2 = (self._et * k1s).astype(self.cdtype)          # ... from the bottom input
-        self._c1 = (k2c * self._eta_t).astype(self.cdtype)       # top output from the theta field
-        self._c2 = (k2s * self._eta_b).astype(self.cdtype)       # top output from the bottom arm
-        self._c3 = (k2s * self._eta_t).astype(self.cdtype)
-        self._c4 = (k2c * self._eta_b).astype(self.cdtype)
+        et = np.exp(1j * np.asarray(phases[:k], np.float64))
+        ep = np.exp(1j * np.asarray(phases[k:], np.float64))
+        k1c, k1s = self._k1
+        b1, b2, b3, b4 = self._b
+        a1, a2 = et * k1c, et * k1s                  # field after theta from the top / bottom input
+        fwd = np.zeros((k, 4, 2), np.complex128)
+        fwd[:, 0, 0] = ep
+        fwd[:, 1, 0], fwd[:, 1, 1] = a1 * ep, a2
+        fwd[:, 2, 0], fwd[:, 2, 1] = ep * (b1 * a1 + b2 * k1s), b1 * a2 + b2 * k1c
+        fwd[:, 3, 0], fwd[:, 3, 1] = ep * (b3 * a1 + b4 * k1s), b3 * a2 + b4 * k1c
+        bwd = np.empty((k, 4, 2), np.complex128)
+        bwd[:, 0, 0], bwd[:, 0, 1] = b1, b3
+        bwd[:, 1, 0], bwd[:, 1, 1] = a1 * b1 + k1s * b2, a1 * b3 + k1s * b4
+        bwd[:, 2] = ep[:, None] * bwd[:, 1]
+        bwd[:, 3, 0], bwd[:, 3, 1] = a2 * b1 + k1c * b2, a2 * b3 + k1c * b4
+        self._m4f, self._m4b = fwd.astype(self.cdtype), bwd.astype(self.cdtype)
+        self._m2f, self._m2b = self._m4f[:, 2:].copy(), self._m4b[:, 2:].copy()
 
     # --- propagation -------------------------------------------------------------------------------
+    def _pass_mm(self, x: NDArray, forward: bool, record: bool) -> tuple[NDArray, NDArray | None]:
+        """Mode-major pass: fields (n, batch) and, if record, per-MZI rows (n_mzi, 4, batch) (see set_phases)."""
+        X = np.array(np.asarray(x).T, dtype=self.cdtype, order="C")
+        bsz = X.shape[1]
+        taps4 = np.empty((self.n_mzi, 4, bsz), self.cdtype) if record else None
+        m4 = self._m4f if forward else self._m4b
+        m2 = self._m2f if forward else self._m2b
+        lossy = not self._lossless_pass
+        order = range(len(self._mm_cols)) if forward else range(len(self._mm_cols) - 1, -1, -1)
+        for c in order:
+            fl, start, k, rows, unp = self._mm_cols[c]
+            if forward and lossy and unp is not None:
+                X[unp] *= self._pass[c][unp, None]
+            if k:
+                y = X[start: start + 2 * k].reshape(k, 2, bsz) if rows is None else X[rows].reshape(k, 2, bsz)
+                if taps4 is not None:
+                    out = np.matmul(m4[fl], y, out=taps4[fl])[:, 2:]
+                else:
+                    out = np.matmul(m2[fl], y)
+                if rows is None:
+                    y[...] = out
+                else:
+                    X[rows] = out.reshape(2 * k, bsz)
+            if not forward and lossy and unp is not None:
+                X[unp] *= self._pass[c][unp, None]
+        return X, taps4
+
+    def _taps_to(self, taps: NDArray, taps4: NDArray, forward: bool) -> None:
+        """Channel-order taps (batch, [theta..., phi...]) from the mode-major rows."""
+        k = self.n_mzi
+        th, ph = (1, 0) if forward else (0, 1)
+        taps[:, :k] = taps4[:, th].T
+        taps[:, k:] = taps4[:, ph].T
+
+    def tap_powers(self, x: NDArray, forward: bool = True) -> tuple[NDArray, NDArray[np.float64]]:
+        """Output fields (batch, n) and sum over the batch of |tap|^2 per channel (float64), one pass."""
+        X, taps4 = self._pass_mm(x, forward, True)
+        r = taps4[:, :2].view(self.rdtype)            # interleaved re, im of the two tap rows
+        pw = np.einsum("ijk,ijk->ij", r, r).astype(np.float64)   # accumulated in the mesh's real precision
+        th, ph = (1, 0) if forward else (0, 1)
+        return X.T, np.concatenate([pw[:, th], pw[:, ph]])
+
     def forward(self, x: NDArray, taps: NDArray | None = None) -> NDArray:
         """Propagate fields x (batch, n) input -> output; fill taps (batch, n_shifters) if given."""
-        x = np.array(x, dtype=self.cdtype, copy=True)
-        t00, t01, t10, t11 = self._t
-        k = self.n_mzi
-        for c, (fl, st, sb, _, unpaired) in enumerate(self._cols):
-            if not self._lossless_pass and unpaired.any():
-                x[:, unpaired] *= self._pass[c][unpaired]
-            if fl.start == fl.stop:
-                continue
-            top, bot = x[:, st], x[:, sb]
-            if taps is None:
-                nt = t00[fl] * top + t01[fl] * bot
-                nb = t10[fl] * top + t11[fl] * bot
-            else:
-                a = self._ep[fl] * top
-                taps[:, k + fl.start: k + fl.stop] = a
-                cc = self._a1[fl] * a
-                cc += self._a2[fl] * bot
-                taps[:, fl] = cc
-                dd = self._k1s[fl] * a
-                dd += self._k1c[fl] * bot
-                nt = self._c1[fl] * cc
-                nt += self._c2[fl] * dd
-                nb = self._c3[fl] * cc
-                nb += self._c4[fl] * dd
-            x[:, st] = nt
-            x[:, sb] = nb
-        return x
+        X, taps4 = self._pass_mm(x, True, taps is not None)
+        if taps4 is not None:
+            self._taps_to(taps, taps4, True)
+        return X.T
 
     def backward(self, y: NDArray, taps: NDArray | None = None) -> NDArray:
         """Propagate adjoint fields y (batch, n) output -> input with U^T; fill taps if given."""
-        y = np.array(y, dtype=self.cdtype, copy=True)
-        t00, t01, t10, t11 = self._t
-        k = self.n_mzi
-        for c in range(len(self._cols) - 1, -1, -1):
-            fl, st, sb, _, unpaired = self._cols[c]
-            if fl.start != fl.stop:
-                top, bot = y[:, st], y[:, sb]
-                if taps is None:
-                    nt = t00[fl] * top + t10[fl] * bot
-                    nb = t01[fl] * top + t11[fl] * bot
-                else:
-                    p = self._c1[fl] * top
-                    p += self._c3[fl] * bot
-                    q = self._c2[fl] * top
-                    q += self._c4[fl] * bot
-                    taps[:, fl] = p
-                    a = self._a1[fl] * p
-                    a += self._k1s[fl] * q
-                    taps[:, k + fl.start: k + fl.stop] = a
-                    nb = self._a2[fl] * p
-                    nb += self._k1c[fl] * q
-                    nt = self._ep[fl] * a
-                y[:, st] = nt
-                y[:, sb] = nb
-            if not self._lossless_pass and unpaired.any():
-                y[:, unpaired] *= self._pass[c][unpaired]
-        return y
+        Y, taps4 = self._pass_mm(y, False, taps is not None)
+        if taps4 is not None:
+            self._taps_to(taps, taps4, False)
+        return Y.T
 
     def tap_depth(self) -> NDArray[np.intp]:
         """Loss stages (columns) between the input and each tap, channel order."""
@@ -385,6 +383,23 @@ class MeshLayer:
             s = self.stages[i]
             y = s.backward(y, taps[:, b[i]: b[i + 1]] if s.n_shifters else None)
         return y, taps
+
+    def tap_powers(self, x: NDArray, forward: bool = True) -> tuple[NDArray, NDArray[np.float64]]:
+        """Fields after the pass (batch, n) and the batch sum of |tap|^2 at every shifter (n_shifters,), float64."""
+        out = np.zeros(self.n_shifters, np.float64)
+        b = self._bounds
+        order = range(len(self.stages)) if forward else range(len(self.stages) - 1, -1, -1)
+        for i in order:
+            s = self.stages[i]
+            if isinstance(s, MZIColumns):
+                x, out[b[i]: b[i + 1]] = s.tap_powers(x, forward)
+            elif s.n_shifters:
+                t = np.empty((np.shape(x)[0], s.n_shifters), self.cdtype)
+                x = s.forward(x, t) if forward else s.backward(x, t)
+                out[b[i]: b[i + 1]] = np.sum(t.real.astype(np.float64) ** 2 + t.imag.astype(np.float64) ** 2, 0)
+            else:
+                x = s.forward(x) if forward else s.backward(x)
+        return x, out
 
     def tap_depth(self) -> NDArray[np.intp]:
         """Loss stages (MZI columns) between the layer input and each tap, channel order."""

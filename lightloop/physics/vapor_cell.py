@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import brentq
 
 from lightloop.physics.saturable_absorber import rb_number_density_m3
 
@@ -28,4 +27,7 @@ class VaporCellPhysics:
             return t_min_k
         if a0 >= self.optical_depth(t_max_k):
             return t_max_k
+        # lazy: `import lightloop.hal` must not pull scipy.optimize
+        from scipy.optimize import brentq
+
         return float(brentq(lambda t: np.log(self.optical_depth(t)) - np.log(a0), t_min_k, t_max_k, xtol=1e-9))

@@ -32,23 +32,15 @@ from lightloop.physics.mesh import MeshLayer
 __all__ = ["ChipEmulator"]
 
 
-def _power_sum(t: NDArray) -> NDArray[np.float64]:
-    """sum_b |t_b|^2 per column (float64 accumulation)."""
-    r = t.view(t.real.dtype)      # interleaved re, im
-    return np.einsum("ij,ij->j", r, r, dtype=np.float64).reshape(-1, 2).sum(1)
-
-
 def _gram_rows(x: NDArray) -> NDArray | None:
-    """Rows V with V^T conj(V) = x^T conj(x) (at most n of them); None if x carries no light."""
-    if x.shape[0] <= x.shape[1]:
-        return x if np.any(x) else None
-    xd = x.astype(np.complex128)
-    g = xd.T @ xd.conj()
-    lam, q = np.linalg.eigh(g)
-    keep = lam > lam.max(initial=0.0) * 1e-13
-    if not keep.any():
+    """Rows V with V^T conj(V) = x^T conj(x) (at most n of them); None if x carries no light.
+
+    V = R of x = QR: x^T conj(x) = R^T Q^T conj(Q) conj(R) = R^T conj(R), with no Gram product or eigensolve."""
+    if not np.any(x):
         return None
-    return np.sqrt(lam[keep])[:, None] * q[:, keep].T
+    if x.shape[0] <= x.shape[1]:
+        return x
+    return np.linalg.qr(x.astype(np.complex128), mode="r")
 
 
 class _Pass:
@@ -193,7 +185,8 @@ class ChipEmulator:
                     x[:, : a.shape[1]] = a
             if self.inject[l] is not None:
                 x = x + self.inject[l]
-            z, _ = lay.forward(x)
+            lit = self.forward_on or self.inject[l] is not None
+            z = lay.forward(x)[0] if lit else np.zeros((b, n), self.cdtype)   # a dark layer: no product
             ps.x_in.append(x)
             ps.z.append(z)
             if l < self.n_layers - 1:
@@ -224,13 +217,11 @@ class ChipEmulator:
         out = np.zeros(lay.n_shifters, np.float64)
         v = _gram_rows(fp.x_in[layer])
         if v is not None:
-            _, t = lay.forward(v.astype(self.cdtype, copy=False), record=True)
-            out += _power_sum(t)
+            out += lay.tap_powers(v.astype(self.cdtype, copy=False), forward=True)[1]
         if self.adjoint[layer] is not None:
             v = _gram_rows(self.adjoint[layer])
             if v is not None:
-                _, t = lay.backward(v.astype(self.cdtype, copy=False), record=True)
-                out += _power_sum(t)
+                out += lay.tap_powers(v.astype(self.cdtype, copy=False), forward=False)[1]
         self._tap_cache[layer] = (key, out)
         return out
 

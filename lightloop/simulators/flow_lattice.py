@@ -53,7 +53,6 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
@@ -126,6 +125,8 @@ def truncated_normal_conductances(
     high: float = 0.19,
 ) -> FloatArray:
     """Initial conductances (n_edges,) from a normal(mean, sd) truncated to [low, high] (ASS22 init)."""
+    from scipy import stats   # lazy: scipy.stats costs ~0.6 s to import, only the initial draw needs it
+
     a, b = (low - mean) / sd, (high - mean) / sd
     return stats.truncnorm.rvs(a, b, loc=mean, scale=sd, size=n_edges, random_state=rng)
 

@@ -26,11 +26,11 @@ law for injected node currents ``I`` reads::
 ``L`` is singular (potentials are defined up to a constant), so one *ground*
 node is held at ``v = 0`` and (1) is solved on the remaining nodes with the
 reduced Laplacian, which is symmetric positive definite for a connected graph
-with positive conductances. It is factored once per conductance vector (sparse
-SuperLU in symmetric mode without pivoting -- a sparse Cholesky/LDL^T in
-effect; single-threaded, so it stays fast on a loaded machine) and reused for
-every right-hand side (inputs, feedback, probes), so a
-whole batch is one pair of triangular solves. Every drive used here injects balanced
+with positive conductances. It is factored once per conductance vector (a
+banded Cholesky in reverse Cuthill-McKee order, values assembled in place on the
+fixed pattern -- :mod:`lightloop.simulators.flow_factor`; SuperLU in symmetric
+mode for wide-band graphs) and reused for every right-hand side (inputs,
+feedback, probes), so a whole batch is one pair of triangular solves. Every drive used here injects balanced
 currents at node *pairs* (``+x`` at ``a``, ``-x`` at ``b``), so the choice of
 ground node does not change any pressure drop; unbalanced currents drain into
 the ground node (a reservoir).
@@ -143,6 +143,7 @@ import scipy.sparse.linalg as spla
 from numpy.typing import ArrayLike, NDArray
 
 from lightloop.errors import ConfigError
+from lightloop.simulators.flow_factor import ReducedLaplacian
 
 __all__ = [
     "FlowNetwork",
@@ -250,7 +251,8 @@ class FlowNetwork:
         self._lap_cols = np.concatenate([x, y, y, x])
         self._free = np.flatnonzero(np.arange(self.n_nodes) != self.ground)
         self._w: FloatArray = np.empty(0)
-        self._factor: Any = None
+        # the pattern is fixed: its maps and ordering are built once, each write only refills values
+        self._lap = ReducedLaplacian(self.n_nodes, self.edges, self.ground)
         self.conductances = conductances  # validates and factorises
 
     # -- state --------------------------------------------------------------------------
@@ -288,8 +290,8 @@ class FlowNetwork:
             raise
 
     def _refactor(self) -> None:
-        """Sparse-factor the reduced (grounded) Laplacian for the current w (symmetric-mode SuperLU)."""
-        self._factor = _factor_spd(self._reduce(self.laplacian_sparse()))
+        """Factor the reduced (grounded) Laplacian for the current w on the fixed pattern (flow_factor)."""
+        self._lap.factorize(self._w)
 
     def _reduce(self, A: sp.spmatrix) -> sp.csc_matrix:
         """Drop the ground row and column -> CSC (n_nodes-1, n_nodes-1)."""
@@ -329,7 +331,7 @@ class FlowNetwork:
         """Node pressures v (batch, n_nodes) solving L(w) v = I, v[ground] = 0 (ASS22, Eq. (1) above)."""
         I = self._check_currents(I)
         v = np.zeros_like(I)
-        v[:, self._free] = self._factor.solve(np.ascontiguousarray(I[:, self._free].T)).T
+        v[:, self._free] = self._lap.solve(I[:, self._free].T).T
         return v
 
     def edge_drops(self, v: ArrayLike) -> FloatArray:
