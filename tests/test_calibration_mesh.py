@@ -137,3 +137,18 @@ def test_sweep_groups_stay_few_as_the_mesh_grows():
             assert all(not (nb[a] & nb[b]) for a in range(len(grp)) for b in range(a))
         counts[n] = (2 * lay.n_mzi, len(g))
     assert counts[16][0] == 240 and counts[16][1] <= 2 * counts[8][1] and counts[16][1] < 30, counts
+
+
+def test_self_configuration_is_skipped_above_its_size_option_and_said_so(calibrated):
+    """mesh_self_configure_max_n: above it the nulling column is NaN, the meta says why, and only the three
+    fidelity acquisitions per target are made; programming from the model still passes the 0.99 check."""
+    proc, _, _ = calibrated[11]
+    ctx = RunContext(seed=5, options={"mesh_targets": 2, "mesh_self_configure_max_n": 4})
+    (out,) = calibrate(proc, ["mesh"], ctx)
+    assert out.status == "ok", out.reason
+    fu = out.result.arrays["fidelity_unit_0"]
+    assert np.isnan(fu[:, 3]).all() and fu[:, 2].min() > 0.99
+    meta = out.result.meta["layers"]["0"]
+    assert meta["self_configured"].startswith("skipped: N = 8 > mesh_self_configure_max_n = 4")
+    assert "F_unit_self_configured_min" not in meta and meta["program_seconds_mean"] < 5.0
+    assert out.result.counts.acquisitions == 2 * 3

@@ -9,9 +9,10 @@ Scaled by the NOMINAL loss, F carries the receivers' and injectors' gain errors 
 (a few %, either sign, so F can exceed 1); F_unit divides by ||U||_F / sqrt(N) instead and is <= 1 -
 the figure the routine's threshold (0.99) checks.
 
-From the model (program_from_model): the ideal Clements / Reck decomposition of U_t, refined by least
-squares on the calibrated model (fitted coupler errors), written through the bank (calibrated phi0, P_pi
-and crosstalk compensation).
+From the model (program_from_model): lightloop.calibration.mesh_program.program_unitary on the calibrated
+model (fitted coupler errors): the error-corrected decomposition (each imperfect MZI solved exactly, best
+achievable where its couplers cannot reach the target) and a global L-BFGS polish, seconds at N = 64;
+written through the bank (calibrated phi0, P_pi and crosstalk compensation).
 
 Sequential nulling (self_configure): the injector sends the N columns of U_t^H as one batch, so the
 receivers read W = U U_t^H, which is diagonal (up to phases) exactly when U = D U_t. Each MZI in mesh order
@@ -21,7 +22,12 @@ sum_{i != j} |W_ij|^2: that power is a sinusoid of one phase (U is affine in e^{
 the couplers (it nulls what the receivers see), only the calibrated phase steps. Miller's per-MZI nulling
 on a single tapped port is not used: in the rectangular mesh the taps sit on the top arms only, so a
 bottom-arm drop port of an inner MZI has no detector (Hamerly et al. 2022 work around it with extra
-calibration steps); nulling on the receivers works for both mesh kinds.
+calibration steps); nulling on the receivers works for both mesh kinds. It costs 3 acquisitions per phase
+per pass (N = 64, 2 passes: 48 384 per target, ~6 min on the in-process twin), so the routine runs it only up
+to N = mesh_self_configure_max_n (default 16; the option raises it) and records it as skipped above.
+
+Options (RunContext.options): mesh_targets (2), mesh_passes (2), mesh_min_fidelity (0.99),
+mesh_self_configure_max_n (16), mesh_program_iters (1000, L-BFGS iterations of the model programming).
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ from numpy.typing import NDArray
 
 from lightloop.calibration.base import CalibrationResult, Counts, Routine, RunContext, register_routine
 from lightloop.calibration.chip import _all_sources_dark, _is_chip, layer_model
-from lightloop.calibration.mesh_model import gauge_fidelity, refine_phases
+from lightloop.calibration.mesh_model import gauge_fidelity
+from lightloop.calibration.mesh_program import program_unitary
 from lightloop.physics.mzi import decompose, random_unitary
 
 __all__ = ["MeshRoutine", "measure_unitary", "program_from_model", "ideal_phases", "self_configure",
@@ -66,9 +73,10 @@ def ideal_phases(lay: Any, u_target: NDArray) -> NDArray[np.float64]:
     return np.concatenate([d.theta, d.phi] + ([d.out_phase] if lay.screen else []))
 
 
-def program_from_model(lay: Any, u_target: NDArray) -> tuple[NDArray[np.float64], float]:
-    """Write the phases that realise U_target on the calibrated model; returns (phases, model fidelity)."""
-    phases, f_model = refine_phases(layer_model(lay), u_target)
+def program_from_model(lay: Any, u_target: NDArray, max_iter: int = 1000) -> tuple[NDArray[np.float64], float]:
+    """Write the phases (rad) that realise U_target on the calibrated model (mesh_program.program_unitary);
+    returns (phases, model fidelity F_unit)."""
+    phases, f_model = program_unitary(layer_model(lay), u_target, max_iter=max_iter)
     lay.bank.set_phases(phases)
     return phases, f_model
 
@@ -129,7 +137,7 @@ class MeshRoutine(Routine):
     """Program Haar-random unitaries from the calibrated model and by sequential nulling; measured fidelity."""
 
     name = "mesh"
-    version = "0.1"
+    version = "0.2"
     order = 30
     summary = "program unitaries from the calibrated model and by sequential nulling; fidelity via receivers"
 
@@ -152,6 +160,8 @@ class MeshRoutine(Routine):
         n_targets = int(ctx.options.get("mesh_targets", 2))
         passes = int(ctx.options.get("mesh_passes", 2))
         f_min = float(ctx.options.get("mesh_min_fidelity", 0.99))
+        sc_max_n = int(ctx.options.get("mesh_self_configure_max_n", 16))
+        iters = int(ctx.options.get("mesh_program_iters", 1000))
         rng = ctx.rng(31)
         acq = writes = 0
         _all_sources_dark(proc)
@@ -161,12 +171,15 @@ class MeshRoutine(Routine):
         for li, lay in enumerate(proc.layers):
             f = np.zeros((n_targets, len(modes)))
             fu = np.zeros((n_targets, len(modes)))
-            f_model = np.zeros(n_targets)
+            f_model, t_prog = np.zeros(n_targets), np.zeros(n_targets)
             last = None
             a_self = 0
+            do_self = int(lay.n_ports) <= sc_max_n
             for t in ctx.bar(range(n_targets), desc=f"mesh layer {li}", total=n_targets):
                 u_t = random_unitary(lay.n_ports, rng)
-                phases, f_model[t] = refine_phases(layer_model(lay), u_t)
+                t1 = time.perf_counter()
+                phases, f_model[t] = program_unitary(layer_model(lay), u_t, max_iter=iters)
+                t_prog[t] = time.perf_counter() - t1
                 cal = lay.bank.cal
                 lay.bank.cal = _without_crosstalk(cal)
                 try:
@@ -178,11 +191,14 @@ class MeshRoutine(Routine):
                 f[t, 1], fu[t, 1] = layer_fidelity(lay, u_t)
                 lay.bank.set_phases(phases)
                 f[t, 2], fu[t, 2] = layer_fidelity(lay, u_t)
-                _, a = self_configure(lay, u_t, ideal_phases(lay, u_t), passes)   # no coupler model needed
-                a_self = a
-                f[t, 3], fu[t, 3] = layer_fidelity(lay, u_t)
-                acq += 4 + a
-                writes += 3 + a + 1
+                acq, writes = acq + 3, writes + 3
+                if do_self:
+                    _, a = self_configure(lay, u_t, ideal_phases(lay, u_t), passes)   # no coupler model needed
+                    a_self = a
+                    f[t, 3], fu[t, 3] = layer_fidelity(lay, u_t)
+                    acq, writes = acq + a + 1, writes + a + 1
+                else:
+                    f[t, 3] = fu[t, 3] = np.nan
                 last = (u_t, phases)
             if last is not None:   # leave the model-programmed last target on the layer (graded against the truth)
                 lay.bank.set_phases(last[1])
@@ -190,11 +206,15 @@ class MeshRoutine(Routine):
                 res.arrays[f"target_re_{li}"], res.arrays[f"target_im_{li}"] = last[0].real, last[0].imag
             res.arrays[f"fidelity_{li}"] = f
             res.arrays[f"fidelity_unit_{li}"] = fu
+            used = modes if do_self else modes[:3]
             res.meta["layers"][str(li)] = {
-                **{f"F_{m}_mean": float(f[:, i].mean()) for i, m in enumerate(modes)},
-                **{f"F_unit_{m}_min": float(fu[:, i].min()) for i, m in enumerate(modes)},
+                **{f"F_{m}_mean": float(f[:, i].mean()) for i, m in enumerate(used)},
+                **{f"F_unit_{m}_min": float(fu[:, i].min()) for i, m in enumerate(used)},
                 "model_predicted_mean": float(f_model.mean()), "targets": n_targets, "ports": int(lay.n_ports),
-                "self_configure_acquisitions_per_target": int(a_self), "passes": passes}
+                "program_seconds_mean": float(t_prog.mean()) if n_targets else 0.0,
+                "self_configure_acquisitions_per_target": int(a_self), "passes": passes,
+                "self_configured": "run" if do_self else
+                f"skipped: N = {lay.n_ports} > mesh_self_configure_max_n = {sc_max_n} (F_unit column NaN)"}
             res.plots.append((f"mesh_layer{li}", _plot_fidelity(fu, modes, li)))
             if n_targets and fu[:, 2].min() < f_min:
                 res.fail(f"layer {li}: fidelity F_unit from the calibrated model {fu[:, 2].min():.4f} below {f_min}")

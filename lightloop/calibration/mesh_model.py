@@ -178,7 +178,8 @@ def input_gauge_phi_shift(layout: MeshLayout, input_phase: NDArray) -> tuple[NDA
 def refine_phases(model: MeshModel, u_target: NDArray, start: NDArray | None = None,
                   max_nfev: int = 200) -> tuple[NDArray, float]:
     """Phases (rad) realising U_target on the model (coupler errors included): the ideal Clements / Reck
-    decomposition refined by least squares on the gauge-fixed mismatch; returns (phases, model fidelity)."""
+    decomposition refined by least squares on the gauge-fixed mismatch; returns (phases, model fidelity).
+    Dense LM, N <= ~16; mesh_program.program_unitary scales to N = 64 and is what the mesh routine uses."""
     from scipy.optimize import least_squares
 
     lay = model.layout
