@@ -1,8 +1,22 @@
-"""Speed of one MNIST epoch (784-128-10, batch 64, Adam, pump_probe, ideal twin) through the HAL,
-against a plain-numpy implementation of the same math and (if installed) plain PyTorch, all in
-this process. Prints one JSON object.
+"""Speed of free-space MNIST epochs (Adam, pump_probe) through the HAL against references in THIS process.
 
-Example: python benchmarks/free_space_speed.py --epochs 2
+For each network (default 784-128-10, batch 64) the epochs of every implementation are interleaved
+(each sees the same machine conditions) and the best of --epochs is reported:
+  * lightloop with the ideal twin, through the HAL (the Trainer's epoch_seconds: training steps only);
+  * plain numpy: the same math written out (forward, probe backward, outer products, Adam, clip);
+  * the matmul bound: every matrix product of an epoch at its own measured speed (each product shape
+    timed alone, best of several), i.e. what an epoch costs if only the products cost anything;
+  * with --realistic: the realistic twin (SLM LUT and fringing, efficiency and gain errors, homodyne
+    gain, LO phase, offsets, shot and electronic noise, 14-bit ADC; differential error readout);
+  * PyTorch autograd of the same network, if installed (not a lightloop dependency; --no-torch skips it).
+--scaling adds how the ideal epoch's cost grows with batch size and hidden width (log-log fitted exponents).
+Prints one JSON object.
+
+Examples:
+  python benchmarks/free_space_speed.py --epochs 3
+  python benchmarks/free_space_speed.py --realistic --networks 128 256 128,128 --epochs 3
+  python benchmarks/free_space_speed.py --scaling --samples 12800
+  OPENBLAS_NUM_THREADS=1 python benchmarks/free_space_speed.py --realistic --clock process   # on a shared machine
 """
 
 from __future__ import annotations
@@ -13,6 +27,7 @@ import os
 import resource
 import time
 import tracemalloc
+from typing import Any
 
 import numpy as np
 
@@ -24,132 +39,263 @@ from lightloop.training.gradients import make_gradient
 from lightloop.training.optimizers import Adam
 from lightloop.training.trainer import Trainer, TrainSettings
 
-A0, LR, B, HIDDEN = 10.0, 5e-4, 64, 128
+A0, LR = 10.0, 5e-4
 
 
-def plain_numpy_epoch(x, y, t, w1, w2, perm, state):
+def init_weights(sizes: tuple[int, ...], seed: int) -> list[np.ndarray]:
+    """N(0, 0.1) weights clipped to [-1, 1], float32, one (out, in) matrix per layer."""
+    rng = np.random.default_rng(seed)
+    return [np.clip(rng.normal(0, 0.1, (o, i)), -1, 1).astype(np.float32) for i, o in zip(sizes[:-1], sizes[1:])]
+
+
+def plain_numpy_epoch(x, y, t, ws, perm, batch):
     """The same math as the HAL path, written out: forward, probe backward, outer products, Adam, clip."""
     b1, b2, eps = np.float32(0.9), np.float32(0.999), 1e-8
-    loss_sum, correct = 0.0, 0
-    for k in range(0, x.shape[0], B):
-        idx = perm[k: k + B]
-        xb, tb = x[idx], t[idx]
-        z1 = xb @ w1.T
-        tr = np.exp((-0.5 * A0) / (1.0 + z1 * z1))
-        a1 = z1 * tr
-        z2 = a1 @ w2.T
-        d2 = z2 - tb
-        d1 = (d2 @ w2) * tr
+    m, v = [np.zeros_like(w) for w in ws], [np.zeros_like(w) for w in ws]
+    loss_sum, correct, step_no = 0.0, 0, 0
+    for k in range(0, x.shape[0], batch):
+        idx = perm[k: k + batch]
+        a, acts, trs = x[idx], [], []
+        for i, w in enumerate(ws):
+            acts.append(a)
+            z = a @ w.T
+            if i < len(ws) - 1:
+                tr = np.exp((-0.5 * A0) / (1.0 + z * z))
+                trs.append(tr)
+                a = z * tr
+        d = z - t[idx]
+        loss_sum += 0.5 * float(np.einsum("ij,ij->", d, d))
+        correct += int(np.count_nonzero(z.argmax(1) == y[idx]))
         inv = np.float32(1.0 / idx.size)
-        grads = [(d1.T @ xb) * inv, (d2.T @ a1) * inv]
-        loss_sum += 0.5 * float(np.einsum("ij,ij->", d2, d2))
-        correct += int(np.count_nonzero(z2.argmax(1) == y[idx]))
-        state["t"] += 1
-        tt = state["t"]
-        step = np.float32(LR * np.sqrt(1 - 0.999**tt) / (1 - 0.9**tt))
-        e = np.float32(eps * np.sqrt(1 - 0.999**tt))
-        for p, g, m, v in zip((w1, w2), grads, state["m"], state["v"]):
-            m *= b1
-            m += (1 - b1) * g
-            v *= b2
-            v += (1 - b2) * (g * g)
-            p -= step * m / (np.sqrt(v) + e)
+        grads = [None] * len(ws)
+        for i in range(len(ws) - 1, -1, -1):
+            grads[i] = (d.T @ acts[i]) * inv
+            if i:
+                d = (d @ ws[i]) * trs[i - 1]
+        step_no += 1
+        step = np.float32(LR * np.sqrt(1 - 0.999**step_no) / (1 - 0.9**step_no))
+        e = np.float32(eps * np.sqrt(1 - 0.999**step_no))
+        for p, g, mm, vv in zip(ws, grads, m, v):
+            mm *= b1
+            mm += (1 - b1) * g
+            vv *= b2
+            vv += (1 - b2) * (g * g)
+            p -= step * mm / (np.sqrt(vv) + e)
             np.clip(p, -1.0, 1.0, out=p)
     return loss_sum / x.shape[0], correct / x.shape[0]
 
 
-def torch_epoch(x, y, t, w1, w2, perm):
+def matmul_bound(sizes: tuple[int, ...], batch: int, n: int, repeats: int = 5, calls: int = 40) -> dict[str, Any]:
+    """Seconds per epoch of the matrix products alone, each product shape timed at its own speed."""
+    rng = np.random.default_rng(0)
+    shapes = []  # (m, k, n) of each product of one step: forward, backward (layers > 0), weight gradient
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        shapes.append(("forward", batch, n_in, n_out))
+        if i:
+            shapes.append(("backward", batch, n_out, n_in))
+        shapes.append(("gradient", n_out, batch, n_in))
+    out, total = [], 0.0
+    for kind, mm, kk, nn in shapes:
+        a = rng.random((mm, kk), dtype=np.float32)
+        b = rng.random((kk, nn), dtype=np.float32)
+        if kind == "gradient":
+            a = np.ascontiguousarray(a.T).T  # d.T @ x: the left operand is a transposed view, as in training
+        best = min(_timed(lambda: [a @ b for _ in range(calls)]) for _ in range(repeats)) / calls
+        flops = 2.0 * mm * kk * nn
+        out.append({"product": kind, "shape": [mm, kk, nn], "seconds": best, "gflops": flops / best / 1e9})
+        total += best
+    steps = -(-n // batch)
+    return {"seconds_per_epoch": total * steps, "products": out}
+
+
+def noise_draw_seconds(sizes: tuple[int, ...], batch: int, n: int, repeats: int = 5, steps: int = 20) -> float:
+    """Seconds per epoch of the realistic twin's noise draws alone: two float64 normals (shot, electronic)
+    per homodyne reading, differential readout (pre and post taps forward, two error readings back)."""
+    rng = np.random.default_rng(0)
+    per_step = [(batch, m) for m in (*sizes[1:], *sizes[1:-1], *sizes[1:-1], *sizes[1:-1])]
+
+    def draws() -> None:
+        for _ in range(steps):
+            for shape in per_step:
+                rng.standard_normal(shape)
+                rng.standard_normal(shape)
+
+    return min(_timed(draws) for _ in range(repeats)) / steps * -(-n // batch)
+
+
+#: the clock of every timing: wall time, or with --clock process this process's CPU time (steadier on a shared
+#: machine; equal to wall time for single-threaded BLAS on an idle one)
+CLOCK = time.perf_counter
+
+
+def _timed(fn) -> float:
+    t0 = CLOCK()
+    fn()
+    return CLOCK() - t0
+
+
+def torch_epoch(x, y, t, ws, perm, batch):
     """Plain PyTorch autograd of the exact network (g' not T), Adam, same batch order; None if torch is absent."""
     try:
         import torch
     except ImportError:
         return None
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     X, T = torch.from_numpy(x), torch.from_numpy(t)
-    W1 = torch.tensor(w1, requires_grad=True)
-    W2 = torch.tensor(w2, requires_grad=True)
-    opt = torch.optim.Adam([W1, W2], lr=LR)
+    W = [torch.tensor(w, requires_grad=True) for w in ws]
+    opt = torch.optim.Adam(W, lr=LR)
     P = torch.from_numpy(perm)
-    t0 = time.perf_counter()
-    for k in range(0, x.shape[0], B):
-        idx = P[k: k + B]
-        xb, tb = X[idx], T[idx]
-        z1 = xb @ W1.T
-        a1 = z1 * torch.exp(-0.5 * A0 / (1 + z1 * z1))
-        z2 = a1 @ W2.T
-        loss = 0.5 * ((z2 - tb) ** 2).sum() / idx.numel()
+    t0 = CLOCK()
+    for k in range(0, x.shape[0], batch):
+        idx = P[k: k + batch]
+        a, tb = X[idx], T[idx]
+        for i, w in enumerate(W):
+            z = a @ w.T
+            a = z * torch.exp(-0.5 * A0 / (1 + z * z)) if i < len(W) - 1 else z
+        loss = 0.5 * ((z - tb) ** 2).sum() / idx.numel()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         with torch.no_grad():
-            W1.clamp_(-1, 1)
-            W2.clamp_(-1, 1)
-    return {"seconds": time.perf_counter() - t0, "threads": torch.get_num_threads(), "version": torch.__version__}
+            for w in W:
+                w.clamp_(-1, 1)
+    return {"seconds": CLOCK() - t0, "threads": torch.get_num_threads(), "version": torch.__version__}
+
+
+def build(hidden: list[int], realistic: bool):
+    """The free-space processor of the default config: ideal twin (single readout) or realistic (differential)."""
+    cfg = load_config(default_config_path())
+    cfg.processor.error_readout = "differential" if realistic else "single"
+    return build_processor(cfg, 784, 10, BuildOverrides(hidden=hidden, ideal=not realistic, optical_depth=A0))
+
+
+def hal_epoch(proc, data: Dataset, batch: int, seed: int) -> float:
+    """Seconds of one training epoch through the HAL (the Trainer's epoch_seconds: steps only, no evaluation)."""
+    tr = Trainer(proc, make_gradient("pump_probe"), Adam(LR),
+                 TrainSettings(epochs=1, batch_size=batch, seed=seed, progress=False))
+    if CLOCK is time.perf_counter:
+        return tr.fit(data).mean_epoch_seconds
+    return _timed(lambda: tr.fit(data))   # CPU time of the whole fit (its init and a 10-sample evaluation: < 1 %)
+
+
+def compare(data: Dataset, t_all, hidden: list[int], batch: int, epochs: int, realistic: bool,
+            use_torch: bool) -> dict[str, Any]:
+    """Interleaved epochs of every implementation for one network; best of `epochs` each."""
+    sizes = (784, *hidden, 10)
+    n = data.x_train.shape[0]
+    ideal = build(hidden, False)
+    real = build(hidden, True) if realistic else None
+    times: dict[str, list[float]] = {"hal": [], "plain_numpy": [], "realistic": [], "torch": []}
+    torch_info = None
+    for e in range(epochs):
+        times["hal"].append(hal_epoch(ideal, data, batch, e))
+        perm = np.random.default_rng(e).permutation(n)
+        ws = init_weights(sizes, e)
+        times["plain_numpy"].append(_timed(lambda: plain_numpy_epoch(data.x_train, data.y_train, t_all, ws, perm, batch)))
+        if real is not None:
+            times["realistic"].append(hal_epoch(real, data, batch, e))
+        if use_torch:
+            r = torch_epoch(data.x_train, data.y_train, t_all, init_weights(sizes, e), perm, batch)
+            if r is not None:
+                times["torch"].append(r["seconds"])
+                torch_info = r
+    bound = matmul_bound(sizes, batch, n)
+    hal, plain = min(times["hal"]), min(times["plain_numpy"])
+    out: dict[str, Any] = {
+        "layer_sizes": list(sizes), "batch_size": batch, "samples": n,
+        "hal_seconds_per_epoch": hal, "plain_numpy_seconds_per_epoch": plain,
+        "matmul_bound_seconds_per_epoch": bound["seconds_per_epoch"],
+        "hal_over_plain_numpy": hal / plain, "hal_over_matmul_bound": hal / bound["seconds_per_epoch"],
+        "plain_numpy_over_matmul_bound": plain / bound["seconds_per_epoch"],
+        "hal_samples_per_second": n / hal, "matmul_products": bound["products"],
+        "hal_epoch_times": times["hal"], "plain_numpy_epoch_times": times["plain_numpy"],
+    }
+    if real is not None:
+        rt = min(times["realistic"])
+        noise = noise_draw_seconds(sizes, batch, n)
+        out.update({"realistic_seconds_per_epoch": rt, "realistic_over_ideal": rt / hal,
+                    "realistic_epoch_times": times["realistic"], "realistic_error_readout": "differential",
+                    "realistic_noise_draw_seconds_per_epoch": noise,
+                    "realistic_floor_over_ideal": (hal + noise) / hal})
+    if times["torch"]:
+        tt = min(times["torch"])
+        out.update({"torch_seconds_per_epoch": tt, "hal_over_torch": hal / tt, "torch_version": torch_info["version"],
+                    "torch_threads": torch_info["threads"]})
+    return out
+
+
+def fit_exponent(xs: list[float], ys: list[float]) -> float:
+    """Slope of log(y) against log(x) (least squares): cost ~ x**slope."""
+    return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
+
+
+def scaling(data: Dataset, epochs: int) -> dict[str, Any]:
+    """Ideal-twin and plain-numpy epoch cost against batch size (hidden 128) and hidden width (batch 64)."""
+    t_all = one_hot(data.y_train, 10)
+    rows: dict[str, list[dict[str, Any]]] = {"batch": [], "width": []}
+    for batch in (16, 32, 64, 128, 256):
+        r = compare(data, t_all, [128], batch, epochs, False, False)
+        rows["batch"].append({k: r[k] for k in ("batch_size", "hal_seconds_per_epoch", "plain_numpy_seconds_per_epoch",
+                                                "matmul_bound_seconds_per_epoch")})
+    for width in (32, 64, 128, 256, 512):
+        r = compare(data, t_all, [width], 64, epochs, False, False)
+        rows["width"].append({"hidden": width, **{k: r[k] for k in ("hal_seconds_per_epoch", "plain_numpy_seconds_per_epoch",
+                                                                     "matmul_bound_seconds_per_epoch")}})
+    out: dict[str, Any] = {"samples": int(data.x_train.shape[0]), **rows}
+    for axis, key in (("batch", "batch_size"), ("width", "hidden")):
+        xs = [row[key] for row in rows[axis]]
+        out[f"{axis}_exponent"] = {impl: fit_exponent(xs, [row[f"{impl}_seconds_per_epoch"] for row in rows[axis]])
+                                   for impl in ("hal", "plain_numpy", "matmul_bound")}
+    out["note"] = ("seconds per epoch ~ batch**batch_exponent at fixed samples (per-step overheads amortise: < 0) "
+                   "and ~ hidden**width_exponent at batch 64 (-> 1 once the products dominate)")
+    return out
+
+
+def peak_memory(data: Dataset, t_all, batch: int) -> dict[str, float]:
+    """Peak traced memory of 6400 samples through the HAL and through plain numpy (untimed: tracemalloc is slow)."""
+    small = Dataset("m", data.x_train[:6400], data.y_train[:6400], data.x_test[:10], data.y_test[:10], 10)
+    proc = build([128], False)
+    tracemalloc.start()
+    Trainer(proc, make_gradient("pump_probe"), Adam(LR), TrainSettings(epochs=1, batch_size=batch, progress=False)).fit(small)
+    peak_hal = tracemalloc.get_traced_memory()[1]
+    tracemalloc.reset_peak()
+    plain_numpy_epoch(small.x_train, small.y_train, t_all[:6400], init_weights((784, 128, 10), 0), np.arange(6400), batch)
+    peak_np = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return {"hal_peak_traced_mib": peak_hal / 2**20, "plain_numpy_peak_traced_mib": peak_np / 2**20}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--epochs", type=int, default=2, help="timed epochs per implementation (best is reported)")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=3, help="timed epochs per implementation (best is reported)")
+    ap.add_argument("--networks", nargs="+", default=["128"],
+                    help="hidden layers of each network, comma-separated (128 = 784-128-10; 128,128 = two hidden)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--samples", type=int, default=60000, help="training samples per epoch (first n of MNIST)")
+    ap.add_argument("--realistic", action="store_true", help="also time the realistic twin (differential readout)")
+    ap.add_argument("--scaling", action="store_true", help="also fit the cost exponents in batch size and width")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    ap.add_argument("--clock", choices=["wall", "process"], default="wall",
+                    help="wall time, or this process's CPU time (steadier on a loaded machine; use with OPENBLAS_NUM_THREADS=1)")
     a = ap.parse_args()
-    data = load_dataset("mnist", a.data_dir)
+    global CLOCK
+    CLOCK = time.process_time if a.clock == "process" else time.perf_counter
+    full = load_dataset("mnist", a.data_dir)
+    n = min(a.samples, full.x_train.shape[0])
+    data = Dataset("m", full.x_train[:n], full.y_train[:n], full.x_test[:10], full.y_test[:10], 10)
     t_all = one_hot(data.y_train, 10)
-    cfg = load_config(default_config_path())
-    cfg.processor.error_readout = "single"  # noise-free ideal twin: the differential probe would only double the cost
-    proc = build_processor(cfg, 784, 10, BuildOverrides(hidden=[HIDDEN], ideal=True, optical_depth=A0))
-
-    # epochs of the three implementations are interleaved so that each sees the same machine conditions
-    hal_times, np_times, torch_runs = [], [], []
-    for e in range(a.epochs):
-        tr = Trainer(proc, make_gradient("pump_probe"), Adam(LR),
-                     TrainSettings(epochs=1, batch_size=B, seed=e, progress=False))
-        # the Trainer's epoch_seconds times the training steps only (evaluation excluded)
-        hal_times.append(tr.fit(Dataset("m", data.x_train, data.y_train, data.x_test[:10], data.y_test[:10], 10))
-                         .mean_epoch_seconds)
-
-        rng = np.random.default_rng(e)
-        w1 = np.clip(rng.normal(0, 0.1, (HIDDEN, 784)), -1, 1).astype(np.float32)
-        w2 = np.clip(rng.normal(0, 0.1, (10, HIDDEN)), -1, 1).astype(np.float32)
-        perm = rng.permutation(60000)
-        st = {"t": 0, "m": [np.zeros_like(w1), np.zeros_like(w2)], "v": [np.zeros_like(w1), np.zeros_like(w2)]}
-        t0 = time.perf_counter()
-        plain_numpy_epoch(data.x_train, data.y_train, t_all, w1, w2, perm, st)
-        np_times.append(time.perf_counter() - t0)
-
-        if not a.no_torch:
-            r = torch_epoch(data.x_train, data.y_train, t_all, w1.copy(), w2.copy(), perm)
-            if r is not None:
-                torch_runs.append(r)
-
-    # peak memory: a separate, untimed pass over 6400 samples (tracemalloc slows allocation-heavy code)
-    small = Dataset("m", data.x_train[:6400], data.y_train[:6400], data.x_test[:10], data.y_test[:10], 10)
-    tracemalloc.start()
-    Trainer(proc, make_gradient("pump_probe"), Adam(LR), TrainSettings(epochs=1, batch_size=B, progress=False)).fit(small)
-    peak_hal = tracemalloc.get_traced_memory()[1]
-    tracemalloc.reset_peak()
-    st = {"t": 0, "m": [np.zeros_like(w1), np.zeros_like(w2)], "v": [np.zeros_like(w1), np.zeros_like(w2)]}
-    plain_numpy_epoch(small.x_train, small.y_train, t_all[:6400], w1, w2, np.arange(6400), st)
-    peak_np = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-
-    hal, plain = min(hal_times), min(np_times)
-    out = {
-        "benchmark": "free_space_speed", "layer_sizes": [784, HIDDEN, 10], "batch_size": B, "mode": "ideal",
-        "gradient": "pump_probe", "hal_seconds_per_epoch": hal, "plain_numpy_seconds_per_epoch": plain,
-        "hal_over_plain_numpy": hal / plain, "hal_samples_per_second": 60000 / hal,
-        "plain_numpy_samples_per_second": 60000 / plain,
-        "hal_epoch_times": hal_times, "plain_numpy_epoch_times": np_times,
+    runs = [compare(data, t_all, [int(h) for h in net.split(",")], a.batch_size, a.epochs, a.realistic, not a.no_torch)
+            for net in a.networks]
+    out: dict[str, Any] = {
+        "benchmark": "free_space_speed", "gradient": "pump_probe", "optimizer": "adam", "epochs_timed": a.epochs,
+        "clock": a.clock,
+        **runs[0], "networks": runs[1:],
         "blas_threads_env": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")},
-        "hal_peak_traced_mib": peak_hal / 2**20, "plain_numpy_peak_traced_mib": peak_np / 2**20,
-        "process_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "load_average": list(os.getloadavg()), **peak_memory(data, t_all, a.batch_size),
     }
-    if torch_runs:
-        tt = min(r["seconds"] for r in torch_runs)
-        out.update({"torch_seconds_per_epoch": tt, "hal_over_torch": hal / tt, "torch_version": torch_runs[0]["version"],
-                    "torch_threads": torch_runs[0]["threads"]})
-    else:
-        out["torch_seconds_per_epoch"] = None
+    if a.scaling:
+        out["scaling"] = scaling(data, a.epochs)
+    out["process_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out))
 
 

@@ -26,6 +26,7 @@ class GrayLevelLUT:
         self._grid = np.arange(256, dtype=np.float64)
         self._bin_gray: NDArray[np.uint8] | None = None   # built on first use; the table is immutable
         self._bin_edge: NDArray[np.bool_] | None = None
+        self._pair_table: NDArray[np.uint32] | None = None
 
     @classmethod
     def power_law(cls, phase_max_rad: float, gamma: float) -> "GrayLevelLUT":
@@ -52,6 +53,46 @@ class GrayLevelLUT:
         g = np.where(wrap, 0.0, np.interp(p, self.phase_rad, self._grid))
         return np.clip(np.rint(g), 0, 255).astype(np.uint8)
 
+    def checkerboard_grays(self, passive: NDArray) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+        """Checkerboard gray levels (g+, g-) for passive amplitudes in [-1, 1]; exact, table-accelerated for float32."""
+        passive = np.asarray(passive)
+        if passive.dtype != np.float32:
+            return self._checkerboard_exact(passive)
+        if self._pair_table is None:
+            self._pair_table = self._build_pair_table()
+        passive = np.ascontiguousarray(passive)
+        v = np.take(self._pair_table, passive.view(np.uint32) >> _PAIR_SHIFT)   # g+ | g- << 8 | edge << 16
+        gp, gm = v.astype(np.uint8), (v >> 8).astype(np.uint8)
+        edge = np.flatnonzero(v > 0xFFFF)                      # bins holding a decision boundary: exact path
+        if edge.size:
+            gp.reshape(-1)[edge], gm.reshape(-1)[edge] = self._checkerboard_exact(passive.reshape(-1)[edge])
+        return gp, gm
+
+    def _checkerboard_exact(self, passive: NDArray) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+        """Reference rule: |w| = cos(alpha), phases s +- alpha with s = pi for w < 0, each to its nearest gray level."""
+        alpha = np.arccos(np.abs(passive))
+        s = np.where(passive < 0, np.pi, 0.0)
+        return self.gray_for_phase(s + alpha), self.gray_for_phase(s - alpha)
+
+    def _build_pair_table(self) -> NDArray[np.uint32]:
+        """(g+, g-) of every float32 bit-pattern bin (2**_PAIR_SHIFT patterns) with |w| <= 1; others flagged exact."""
+        table = np.full(1 << (32 - _PAIR_SHIFT), 1 << 16, dtype=np.uint32)
+        top = np.float32(1.0).view(np.uint32) >> _PAIR_SHIFT      # the bin holding |w| = 1
+        for sign in (0, 1 << (31 - _PAIR_SHIFT)):
+            k = np.arange(top + 1, dtype=np.uint32) + np.uint32(sign)
+            lo = (k << _PAIR_SHIFT).view(np.float32)
+            hi = ((k << _PAIR_SHIFT) | np.uint32((1 << _PAIR_SHIFT) - 1)).view(np.float32)
+            hi = np.where(np.abs(hi) > 1, lo, hi)                 # the |w| = 1 bin: only 1.0 itself is valid
+            (gp, gm), (hp, hm) = self._checkerboard_exact(lo), self._checkerboard_exact(hi)
+            edge = (gp != hp) | (gm != hm)
+            near = edge.copy()                                   # one bin of margin each side of a boundary
+            near[1:] |= edge[:-1]
+            near[:-1] |= edge[1:]
+            edge = near
+            edge[-1] = True                                      # values just above 1 (never written) stay exact
+            table[k] = gp.astype(np.uint32) | (gm.astype(np.uint32) << 8) | (edge.astype(np.uint32) << 16)
+        return table
+
     def _build_bins(self) -> None:
         """Gray level of every phase bin of width 2 pi / _N_BINS, and which bins straddle a boundary."""
         edges = np.arange(_N_BINS + 1) * (2 * np.pi / _N_BINS)
@@ -64,6 +105,8 @@ class GrayLevelLUT:
 
 #: phase bins of the gray-level lookup (2 pi / 65536 = 1e-4 rad, 250x finer than one gray level)
 _N_BINS = 1 << 16
+#: float32 bit patterns per bin of the checkerboard lookup (4096: 2048 bins per octave of |w|)
+_PAIR_SHIFT = 12
 
 
 @dataclass

@@ -217,10 +217,8 @@ class SLMWeightBlock(WeightBlock):
         self.port.write_blocks(gp.astype(np.uint8), gm.astype(np.uint8))
 
     def gray_levels(self, passive: NDArray) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
-        """Checkerboard gray levels (g+, g-) for passive amplitudes in [-1, 1]."""
-        alpha = np.arccos(np.abs(passive))
-        s = np.where(passive < 0, np.pi, 0.0)
-        return self.lut.gray_for_phase(s + alpha), self.lut.gray_for_phase(s - alpha)
+        """Checkerboard gray levels (g+, g-) for passive amplitudes in [-1, 1]: phases s +- arccos|w|, s = pi if w < 0."""
+        return self.lut.checkerboard_grays(passive)
 
     def _write_passive(self, passive: NDArray[np.float32]) -> None:
         self.port.write_blocks(*self.gray_levels(passive))

@@ -190,8 +190,14 @@ class FreeSpaceEmulator:
         """Passive block transmissions of one layer; the 4f slit and amplifier scale them."""
         scale = self.gain[layer] * (1 + self.truth.amplifier_gain_error[layer]) * self.truth.efficiency[layer]
         # the port hands over a fresh array each write, so unit scale needs no copy
-        w = passive_field if scale == 1.0 else passive_field * np.float32(scale)
-        if np.iscomplexobj(w) and not np.any(w.imag):
+        if scale == 1.0:
+            w = passive_field
+        elif passive_field.dtype == np.complex64 and passive_field.flags.c_contiguous:
+            # a real factor scales (re, im) alike: the same products on the float32 view, no complex temporaries
+            w = (passive_field.view(np.float32) * np.float32(scale)).view(np.complex64)
+        else:
+            w = passive_field * np.float32(scale)
+        if np.iscomplexobj(w) and not _has_imag(w):
             w = w.real
         self.weights[layer] = w.astype(np.complex64 if np.iscomplexobj(w) else np.float32, copy=False)
         self._gen += 1
@@ -220,7 +226,7 @@ class FreeSpaceEmulator:
         pre, post, trans = [], [], []
         n_layers = len(self.weights)
         for i, w in enumerate(self.weights):
-            z = a @ w.T
+            z = a @ w.T   # complex weights: one complex product (bitwise the reference; a split real one is not)
             pre.append(z)
             if i < n_layers - 1:
                 t = sa_transmission(z, self._a0[i])  # the pump-saturated T(z) the probe will see
@@ -281,6 +287,11 @@ class FreeSpaceEmulator:
                 det.__post_init__()
             for i in range(len(self.truth.cells)):
                 self.set_cell_temperature(i, float(self.cell_temperature_k[i]))
+
+
+def _has_imag(w: NDArray) -> bool:
+    """True when any element has a nonzero imaginary part (the first row is asked first: it nearly always does)."""
+    return bool(w.ndim and w.shape[0] and w[0].imag.any()) or bool(w.imag.any())
 
 
 # --- device ports implemented on the emulator ---------------------------------------------

@@ -42,13 +42,24 @@ class HomodynePhysics:
         """Detector voltages (batch, channels) for the field E (batch, channels)."""
         if self._ideal:
             return e.real if np.iscomplexobj(e) else e
-        quad = (e * self._phasor).real if np.iscomplexobj(e) else e * self._phasor.real
+        # float64 throughout, in place; the same operations in the same order as the textbook form
+        # v = clip(round((gain (quad + s n1) + offset + e n2) / lsb) lsb), one noise draw after the other
+        v = (e * self._phasor).real.copy() if np.iscomplexobj(e) else e * self._phasor.real
         if self.shot_noise:
-            quad = quad + self.shot_noise * rng.standard_normal(quad.shape)
-        v = self.gain_v * quad + self.offset_v
+            noise = rng.standard_normal(v.shape)
+            noise *= self.shot_noise
+            v += noise
+        v *= self.gain_v
+        v += self.offset_v
         if self.electronic_noise_v:
-            v = v + self.electronic_noise_v * rng.standard_normal(v.shape)
+            noise = rng.standard_normal(v.shape)
+            noise *= self.electronic_noise_v
+            v += noise
         if self.adc_bits is not None:
             lsb = 2.0 * self.full_scale_v / 2**self.adc_bits
-            v = np.clip(np.round(v / lsb) * lsb, -self.full_scale_v, self.full_scale_v - lsb)
+            v /= lsb
+            np.round(v, out=v)
+            v *= lsb
+            np.maximum(v, -self.full_scale_v, out=v)
+            np.minimum(v, self.full_scale_v - lsb, out=v)
         return v.astype(np.float32)

@@ -71,7 +71,11 @@ class GradientMethod(ABC):
 
 def _outer_grads(taps: ForwardTaps, deltas: Sequence[NDArray]) -> list[NDArray]:
     b = np.float32(1.0 / taps.inputs.shape[0])
-    return [(d.T @ taps.activations(i)) * b for i, d in enumerate(deltas)]
+    grads = [d.T @ taps.activations(i) for i, d in enumerate(deltas)]
+    for g in grads:   # scaled in place: the products are fresh arrays (same values as (d.T @ a) * b)
+        if g.dtype == np.float32:
+            g *= b
+    return [g if g.dtype == np.float32 else g * b for g in grads]
 
 
 GRADIENT_METHODS: dict[str, Callable[..., GradientMethod]] = {}

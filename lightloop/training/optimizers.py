@@ -75,14 +75,38 @@ class Adam(Optimizer):
             self.v = [np.zeros_like(p) for p in params]
         self.t += 1
         b1, b2 = np.float32(self.b1), np.float32(self.b2)
+        c1, c2 = 1 - b1, 1 - b2
         step = np.float32(self.lr * np.sqrt(1 - self.b2**self.t) / (1 - self.b1**self.t))
         eps = np.float32(self.eps * np.sqrt(1 - self.b2**self.t))
         for p, g, m, v in zip(params, grads, self.m, self.v):
+            if p.dtype != np.float32 or g.dtype != np.float32 or m.dtype != np.float32 or v.dtype != np.float32:
+                m *= b1
+                m += (1 - b1) * g
+                v *= b2
+                v += (1 - b2) * (g * g)
+                p -= step * m / (np.sqrt(v) + eps)
+                continue
+            # the same float32 operations in the same order, written into two scratch arrays (no temporaries)
+            s1, s2 = self._scratch(p.shape)
             m *= b1
-            m += (1 - b1) * g
+            np.multiply(c1, g, out=s1)
+            m += s1
             v *= b2
-            v += (1 - b2) * (g * g)
-            p -= step * m / (np.sqrt(v) + eps)
+            np.multiply(g, g, out=s1)
+            s1 *= c2
+            v += s1
+            np.sqrt(v, out=s1)
+            s1 += eps
+            np.multiply(step, m, out=s2)
+            s2 /= s1
+            p -= s2
+
+    def _scratch(self, shape: tuple[int, ...]) -> tuple[NDArray, NDArray]:
+        """Two float32 work arrays of a parameter's shape, kept between steps (not part of the state)."""
+        pool = self.__dict__.setdefault("_work", {})
+        if shape not in pool:
+            pool[shape] = (np.empty(shape, np.float32), np.empty(shape, np.float32))
+        return pool[shape]
 
     def state_dict(self):  # type: ignore[override]
         return {"t": self.t, "m": self.m, "v": self.v}
