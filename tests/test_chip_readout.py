@@ -3,9 +3,9 @@ imperfect chip: receivers, injectors, adjoint sources, tap monitors, photodiode 
 through the HAL against the heater-calibrated mesh model, then used by the ChipProcessor's adjoint.
 
 One calibrated 2 -> 4 -> 2 chip (every imperfection on, noise and drift off, complex128) is shared by the
-tests (module fixture, ~8 s). The residual error after calibration (~0.7 % for this chip, up to ~1.4 % for
-others) is the waveguide-loss spread the mesh model does not know: with loss_sd_db = 0 the adjoint with
-the twin's true gains matches finite differences to 1e-8.
+tests (module fixture, ~5-8 s): chip seed 2, whose uneven per-waveguide loss left 1.3 % of error before the
+readout fitted a loss-aware mesh model (lightloop.calibration.chip_losses) and the processor added the model's
+time-reversal bias (ChipProcessor._loss_bias); with it the error is ~6e-5.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from lightloop.calibration.chip_report import GRADERS
 from lightloop.calibration.runner import calibrate
 from lightloop.config import parse_config
 from lightloop.errors import SafetyLimitError
+from lightloop.hal.chip_roles import MeshLossModel
 from lightloop.training.datasets import one_hot
 from lightloop.training.gradients import make_gradient, mse_loss
 
@@ -28,7 +29,7 @@ from conftest import REPO
 CONFIG = REPO / "lightloop" / "lab_configs" / "integrated_chip.yaml"
 
 
-def _chip(seed: int = 1, hidden: int = 4):
+def _chip(seed: int = 2, hidden: int = 4):
     raw = yaml.safe_load(CONFIG.read_text())
     raw["processor"]["hidden"] = [hidden]
     raw["processor"]["chip"]["noise"] = {k: 0.0 for k in raw["processor"]["chip"]["noise"]}
@@ -61,18 +62,24 @@ def calibrated():
     """Heater-calibrated chip; gradients before and after `readout`; finite differences of the HAL loss."""
     proc = _chip()
     assert "readout" in {r.name for r in routines_for(proc)}
-    heaters = calibrate(proc, ["phase_shifters", "crosstalk"], RunContext(seed=1))
+    heaters = calibrate(proc, ["phase_shifters", "crosstalk"], RunContext(seed=2))
     assert all(o.status == "ok" for o in heaters)
     rng = np.random.default_rng(1)
     x, t = rng.uniform(0, 1, (8, 2)), one_hot(rng.integers(0, 2, 8), 2)
     params = [rng.uniform(0, 2 * np.pi, s) for s in proc.parameter_shapes()]
     proc.program(params)
     g_heaters = np.concatenate(make_gradient("adjoint")(proc, params, x, t).grads)
-    out = calibrate(proc, ["readout"], RunContext(seed=1))
+    out = calibrate(proc, ["readout"], RunContext(seed=2))
     proc.program(params)
     g_readout = np.concatenate(make_gradient("adjoint")(proc, params, x, t).grads)
+    models = [lay.loss_model for lay in proc.layers]
+    for lay in proc.layers:
+        lay.loss_model = None
+    g_no_loss = np.concatenate(make_gradient("adjoint")(proc, params, x, t).grads)
+    for lay, m in zip(proc.layers, models):
+        lay.loss_model = m
     return {"proc": proc, "outcome": out[0], "params": params, "x": x, "t": t, "g_heaters": g_heaters,
-            "g_readout": g_readout, "fd": _fd(proc, params, x, t)}
+            "g_readout": g_readout, "g_no_loss": g_no_loss, "fd": _fd(proc, params, x, t)}
 
 
 def test_adjoint_on_calibrated_imperfect_chip_matches_finite_differences_within_1_percent(calibrated):
@@ -80,11 +87,40 @@ def test_adjoint_on_calibrated_imperfect_chip_matches_finite_differences_within_
     assert c["outcome"].status == "ok", c["outcome"].result.problems
     err_before, err_after = _relerr(c["g_heaters"], c["fd"]), _relerr(c["g_readout"], c["fd"])
     assert err_before > 0.05                    # receiver / injector / tap / photodiode errors were in the path
-    assert err_after < 0.01
+    assert err_after < 0.01                     # issue 13 target
+    assert err_after < 1e-3                     # in fact exact up to the finite-difference error (~6e-5)
+    # the uneven waveguide loss is what the loss model removes: without its bias term the error is ~0.6 % here
+    # (1.3 % on the benchmark's batch), >= 10x the error with it
+    err_no_loss = _relerr(c["g_no_loss"], c["fd"])
+    assert err_no_loss > 0.003 and err_no_loss > 10 * err_after
     # layer by layer: the hidden layer's error (g_in, activation frame, slope gain) is calibrated too
     n0 = c["params"][0].size
     assert _relerr(c["g_readout"][:n0], c["fd"][:n0]) < 0.01
     assert _relerr(c["g_readout"][n0:], c["fd"][n0:]) < 0.01
+
+
+def test_loss_bias_vanishes_for_uniform_loss_and_follows_the_fitted_uneven_loss(calibrated):
+    proc = calibrated["proc"]
+    proc.program(calibrated["params"])
+    lay = proc.layers[0]
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((6, lay.n_ports)) + 1j * rng.standard_normal((6, lay.n_ports))
+    s = rng.standard_normal((6, lay.n_ports)) + 1j * rng.standard_normal((6, lay.n_ports))
+    fitted = lay.loss_model
+    assert fitted is not None and np.std(np.log(fitted.eta)) > 1e-4       # the readout found uneven loss
+    b = proc._loss_bias(lay, z, s)
+    scale = np.linalg.norm(-2 * np.imag(np.sum(z * s, 0)))
+    assert 1e-3 * scale < np.linalg.norm(b) < 0.1 * scale                 # a small, first-order correction
+    # uniform loss (the nominal eta in every waveguide): time reversal is exact, the bias is zero
+    lay.loss_model = MeshLossModel(fitted.mesh, fitted.alpha1, fitted.alpha2, np.full_like(fitted.eta, proc.eta),
+                                   fitted.phase_offset, fitted.screen)
+    try:
+        assert np.linalg.norm(proc._loss_bias(lay, z, s)) < 1e-12 * scale
+    finally:
+        lay.loss_model = fitted
+    # the routine graded against the twin: the fitted uneven loss correlates with the true one
+    grade = GRADERS["readout"][0](proc, calibrated["outcome"].result)
+    assert all(grade["layers"][k]["loss_correlation"] > 0.7 for k in grade["layers"])
 
 
 def test_readout_recovers_the_gradient_products_of_the_twin_truth(calibrated):

@@ -26,8 +26,12 @@ forward light on (random batches, random phases of the earlier layers):
   slope gain  the activations a(p) so measured are fitted with the ring model a = sqrt(S T(d + k p)) per
               neuron; the slope output divided by the model's da/dp is the slope readout's gain.
 
-The tap gains absorb the per-tap deviation of the true loss from the nominal one (the model predicts the
-nominal-loss intensity; the gradient divides by the same nominal eta^(2 depth)).
+Uneven waveguide loss (layers up to `readout_loss_max_ports`, default 8): the same data are refitted with a
+loss-aware mesh model (lightloop.calibration.chip_losses: per-waveguide transmission, couplers, phase offsets,
+refined gains and tap gains); the HAL keeps it as ChipLayer.loss_model, and the adjoint adds the model's bias
+of the time-reversal step (exact for uniform loss only). Larger layers keep the nominal-loss fit, whose tap
+gains absorb the per-tap deviation of the true loss from the nominal one. Probes: `readout_settings` (8) random
+phase settings at `readout_field` (3.0, the encoder's full amplitude) per lit port.
 Gradient-relevant accuracy is graded against the twin's truth by lightloop.calibration.chip_report.
 """
 
@@ -42,7 +46,9 @@ from scipy.optimize import least_squares
 
 from lightloop.calibration.base import CalibrationResult, Counts, Routine, RunContext, register_routine
 from lightloop.calibration.chip import layer_model
+from lightloop.calibration.chip_losses import fit_layer_losses
 from lightloop.calibration.mesh_model import MeshModel, propagate
+from lightloop.hal.chip_roles import MeshLossModel
 from lightloop.physics.mzi import eo_activation, eo_activation_slope
 
 __all__ = ["ReadoutRoutine", "model_taps", "fit_rank_one"]
@@ -57,6 +63,12 @@ def _all_dark(proc: Any, batch: int | None = None) -> None:
     for lay in proc.layers:
         lay.injector.off()
         lay.adjoint_source.off()
+
+
+def _loss_model(lay: Any, f: dict[str, NDArray]) -> MeshLossModel:
+    """The HAL's loss model of a layer from the fitted arrays (eta, alpha1, alpha2, phase_offset)."""
+    a = {k: np.asarray(f[k], np.float64).copy() for k in ("alpha1", "alpha2", "eta", "phase_offset")}
+    return MeshLossModel(lay.mesh, a["alpha1"], a["alpha2"], a["eta"], a["phase_offset"], bool(lay.screen))
 
 
 def model_taps(model: MeshModel, phases: NDArray) -> NDArray[np.complex128]:
@@ -150,10 +162,11 @@ class ReadoutRoutine(Routine):
 
     def run(self, proc: Any, ctx: RunContext) -> CalibrationResult:
         res, t0 = self.new_result(proc), time.perf_counter()
-        n_set = int(ctx.options.get("readout_settings", 3))
+        n_set = int(ctx.options.get("readout_settings", 8))
         batch = int(ctx.options.get("readout_batch", 64))
-        amp = float(ctx.options.get("readout_field", 1.0))
+        amp = float(ctx.options.get("readout_field", 3.0))   # the encoder's full amplitude (field_scale)
         threshold = float(ctx.options.get("readout_fit_threshold", 0.02))
+        loss_ports = int(ctx.options.get("readout_loss_max_ports", 8))    # loss-aware refinement up to this size
         rng = ctx.rng(31)
         acq = writes = 0
         _all_dark(proc)
@@ -197,6 +210,13 @@ class ReadoutRoutine(Routine):
             r_t = float(np.sqrt(np.sum((meas - m_t * pred) ** 2) / max(np.sum(meas ** 2), 1e-300)))
             fits.append({"g_out": g_out, "t_inj": t_inj, "g_in": g_in, "t_adj": t_adj, "m": m_t, "o": dark})
             res.meta["layers"][str(li)] = {"forward_rms_rel": r_f, "backward_rms_rel": r_b, "taps_rms_rel": r_t}
+            if n <= loss_ports:
+                lf = fit_layer_losses(n, lay.mesh, bool(lay.screen), float(models[li].eta),
+                                      (models[li].alpha1, models[li].alpha2), [ph[li] for ph in settings], zf, zb,
+                                      list(meas.reshape(n_set, n, -1)), fits[-1], amp)
+                fits[-1].update({g: lf[g] for g in ("g_out", "t_inj", "g_in", "t_adj", "m")}, loss=lf)
+                res.meta["layers"][str(li)]["loss_fit"] = {q: lf[q] for q in (
+                    "field_rms_rel", "taps_rms_rel", "cost_ratio", "loss_rms_db", "evaluations")}
             for what, r in (("injector -> output receivers", r_f), ("adjoint source -> input receivers", r_b),
                             ("injector -> taps", r_t)):
                 if not r <= threshold:
@@ -241,7 +261,8 @@ class ReadoutRoutine(Routine):
             hn = act.n_channels
             xs = []
             for si, ph in enumerate(x_set):
-                u = models[li].matrix(ph[li])
+                lm = fits[li].get("loss")
+                u = models[li].matrix(ph[li]) if lm is None else _loss_model(proc.layers[li], lm).layer(ph[li]).matrix()
                 xs.append(np.linalg.solve(u, z_all[li][si].T).T)          # fields entering layer li
             xin = np.concatenate(xs)[:, :hn]
             w = np.angle(np.sum(xin, 0))
@@ -281,6 +302,10 @@ class ReadoutRoutine(Routine):
             res.arrays[f"tap_gain_{li}"] = lay.monitor.gain * f["m"]
             res.arrays[f"tap_offset_{li}"] = lay.monitor.offset + lay.monitor.gain * f["o"]
             res.arrays[f"power_gain_{li}"] = f["h"]
+            if "loss" in f:
+                res.arrays[f"loss_eta_{li}"] = f["loss"]["eta"]
+                res.arrays[f"loss_alpha_{li}"] = np.stack([f["loss"]["alpha1"], f["loss"]["alpha2"]])
+                res.arrays[f"loss_phase_{li}"] = f["loss"]["phase_offset"]
             if "slope_gain" in f:
                 res.arrays[f"slope_gain_{li - 1}"] = f["slope_gain"]
                 res.arrays[f"activation_model_{li - 1}"] = f["act_params"]
@@ -302,6 +327,10 @@ class ReadoutRoutine(Routine):
             lay.adjoint_source.set_gain(c["t_adj"])
             lay.monitor.set_gain(arrays[f"tap_gain_{li}"], arrays[f"tap_offset_{li}"])
             lay.power_gain = np.asarray(arrays[f"power_gain_{li}"], np.float64).copy()
+            if f"loss_eta_{li}" in arrays:
+                a = np.asarray(arrays[f"loss_alpha_{li}"], np.float64)
+                lay.loss_model = _loss_model(lay, {"eta": arrays[f"loss_eta_{li}"], "alpha1": a[0], "alpha2": a[1],
+                                                   "phase_offset": arrays[f"loss_phase_{li}"]})
         for ai, act in enumerate(proc.activations):
             if f"slope_gain_{ai}" in arrays:
                 act.model.slope_gain_v = np.asarray(arrays[f"slope_gain_{ai}"], np.float64).copy()

@@ -24,8 +24,10 @@ In-situ gradient of layer l (Hughes 2018; Pai 2023), with delta = z(L) - t and L
   4. forward light on, time-reversed adjoint still injected: I_sum(l)
   dL/dphi = (I_sum - I_fwd - I_adj) / eta^{2d}, d = MZI columns between the input and the tap
   (eta = calibrated amplitude transmission per column; Hughes 2018 Eq. 7 - exact for a lossless or
-  uniformly lossy mesh; reading I_adj from the time-reversed field rather than the backward one keeps
-  non-uniform loss from biasing the gradient), e(l-1) = 2 Re(v(l)) * g'(p(l-1)) on the activation ports.
+  uniformly lossy mesh), e(l-1) = 2 Re(v(l)) * g'(p(l-1)) on the activation ports. Uneven per-waveguide
+  loss makes the time-reversed field reach a tap as (P P^H) conj(v) instead of eta^{2d} conj(v); with a
+  calibrated loss model (ChipLayer.loss_model, readout routine) the model's difference between the exact
+  gradient and this reading is added (a first-order correction, ~1 % of the gradient).
 The adjoint needs layers that are unitary up to uniform loss (the time-reversed field must retrace the
 adjoint), so 'svd' layers (attenuators in the path) serve finite differences only.
 
@@ -187,9 +189,30 @@ class ChipProcessor(OpticalProcessor):
             if self.eta != 1.0:
                 diff = diff / (self.eta ** (2 * lay.tap_depth)).astype(self._rd)
             g = (diff / (kappa * r)).astype(self._rd)
+            if lay.loss_model is not None:
+                g = g + self._loss_bias(lay, z, s)
         else:
             self.source.on()
         return g, v / self._rd(kappa)
+
+    def _loss_bias(self, lay: ChipLayer, z: NDArray, s: NDArray) -> NDArray:
+        """Model difference (exact - time-reversed reading) of the phase gradients of one layer (rad^-1 loss units).
+
+        Uneven per-waveguide loss makes the time-reversed adjoint reach a tap as (P P^H) conj(v) rather than
+        eta^{2d} conj(v) (P: the lossy mesh from the inputs to the tap); the calibrated loss model (readout)
+        predicts that bias from the layer's input fields (solved from the measured outputs) and the adjoint
+        source s, and the difference is added to the measured gradient (a first-order correction: the model's
+        own error enters only multiplied by the loss spread)."""
+        m = lay.loss_model.layer(lay.bank.cal.phase(lay.bank._volts))   # type: ignore[union-attr]
+        x = np.linalg.solve(m.matrix(), np.asarray(z, np.complex128).T).T
+        _, fu = m.forward(x, record=True)
+        v_in, fv = m.backward(np.asarray(s, np.complex128), record=True)
+        _, fw = m.forward(-1j * np.conj(v_in), record=True)
+        exact = -2 * np.imag(np.sum(fu * fv, 0))
+        reading = 2 * np.real(np.sum(fu * np.conj(fw), 0))
+        if self.eta != 1.0:
+            reading = reading / self.eta ** (2 * lay.tap_depth)
+        return (exact - reading).astype(self._rd)
 
     def _forward_state(self, need_monitors: bool) -> tuple[list, list, list]:
         """Acquire, with the forward light on, the layer output fields, the slopes and the forward taps."""

@@ -24,6 +24,7 @@ from lightloop.hal.ports import (
     PhotodiodePort,
     TapMonitorPort,
 )
+from lightloop.physics.mesh import MeshErrors, MeshLayer
 from lightloop.physics.mzi import decompose, eo_activation, eo_activation_slope, random_unitary
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "PowerDetector",
     "EOActivationModel",
     "EOActivation",
+    "MeshLossModel",
     "ChipLayer",
 ]
 
@@ -281,6 +283,35 @@ class EOActivation:
 
 
 @dataclass
+class MeshLossModel:
+    """Calibrated optics of one unitary layer with its per-waveguide loss (physics.mesh geometry): coupler errors
+    alpha1, alpha2 (rad, per MZI), amplitude transmission eta (columns, ports) of every waveguide per column and
+    a phase offset (rad) per phase shifter added to the bank's calibrated phases."""
+
+    mesh: str
+    alpha1: NDArray[np.float64]
+    alpha2: NDArray[np.float64]
+    eta: NDArray[np.float64]
+    phase_offset: NDArray[np.float64]
+    screen: bool = False
+
+    def layer(self, phases: NDArray) -> MeshLayer:
+        """The model layer (complex128) set to the bank's calibrated phases (rad) plus the offsets."""
+        key = np.asarray(phases, np.float64)
+        hit = getattr(self, "_cache", None)
+        if hit is None:
+            errs = MeshErrors(np.asarray(self.alpha1, np.float64), np.asarray(self.alpha2, np.float64),
+                              np.asarray(self.eta, np.float64))
+            hit = [MeshLayer.build("unitary", self.eta.shape[1], self.mesh, [errs], dtype=np.complex128,
+                                   screen=self.screen), None]
+            self._cache = hit
+        if hit[1] is None or hit[1].shape != key.shape or np.any(hit[1] != key):
+            hit[0].set_phases(key + self.phase_offset)
+            hit[1] = key.copy()
+        return hit[0]
+
+
+@dataclass
 class ChipLayer:
     """HAL devices of one mesh layer."""
 
@@ -300,6 +331,8 @@ class ChipLayer:
     couplers: NDArray[np.float64] | None = None   # calibrated coupler errors (2, n_mzi) rad: [alpha1, alpha2]
     power_gain: NDArray[np.float64] | None = None  # calibrated p / |z|^2 per output port (photodiode power per
                                     # calibrated receiver field squared) used in dL/dz; None: detector_gain
+    loss_model: MeshLossModel | None = None  # calibrated per-waveguide loss model: the adjoint gradient adds the
+                                    # model's (exact - time-reversed) difference, the bias uneven loss leaves
 
     def random_phases(self, rng: np.random.Generator) -> NDArray[np.float64]:
         """Phases of a Haar-random layer (decomposed Haar unitaries; uniform attenuator settings)."""
