@@ -11,9 +11,10 @@ O(S N^2 P^2) with P ~ 3.5 N^2 parameters, about a minute per iteration at N = 16
 --phi0 uniform draws every heater offset uniformly on [0, 2 pi) (chip.variation.phi0_distribution);
 --spread-scale k multiplies every other fabrication spread of the config (not drift, not noise);
 --sizes N,... calibrates single-layer chips of N ports (every routine; acquisitions, wall time, fidelity and
-truth errors against N; --method columns selects the experimental column-wise phase_shifters engine).
+truth errors against N; --method selects the phase_shifters engine, default the routine's: progressive for
+rectangular meshes, lightloop.calibration.chip_progressive).
 Example: python benchmarks/calibration_chip.py --seeds 10 --scaling 4,8,16
-         python benchmarks/calibration_chip.py --seeds 5 --phi0 uniform --spread-scale 3 --sizes 8,16
+         python benchmarks/calibration_chip.py --seeds 2 --phi0 uniform --spread-scale 3 --sizes 8,16,32,64
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ SPREADS = ("coupler_sd_rad", "loss_sd_db", "p_pi_rel_sd", "resistance_rel_sd", "
 MODES = ["model_no_xt_compensation", "ideal_decomposition", "model", "self_configured"]
 
 
+def _options(args) -> dict:
+    """Routine options of a run: mesh targets and, if chosen, the phase_shifters engine."""
+    return {"mesh_targets": args.targets, **({"ps_method": args.method} if args.method else {}),
+            **({"ps_passes": args.passes} if args.passes else {})}
+
+
 def _chip(cfg, n_in: int, n_out: int, seed: int, hidden):
     return build_processor(cfg, n_in, n_out, BuildOverrides(hidden=hidden, extra={"chip_seed": seed,
                                                                                    "noise_seed": seed + 1000}))
@@ -75,8 +82,7 @@ def one_chip(cfg, args, seed: int) -> dict:
     f_nom = nominal_fidelity(proc, args.targets, seed)
     names = [r.name for r in routines_for(proc)]
     t0 = time.perf_counter()
-    outcomes = calibrate(proc, names, RunContext(seed=seed, options={"mesh_targets": args.targets,
-                                                                     "ps_method": args.method}))
+    outcomes = calibrate(proc, names, RunContext(seed=seed, options=_options(args)))
     rep = twin_truth_report(proc, outcomes)
     run = {"seed": seed, "seconds": time.perf_counter() - t0, "ports": [l.n_ports for l in proc.layers],
            "F_unit_nominal_min": float(np.min(f_nom)), "routines": {}}
@@ -135,8 +141,7 @@ def sized(cfg, n: int, args, seed: int) -> dict:
     names = [r.name for r in routines_for(proc)]
     t0 = time.perf_counter()
     try:
-        outcomes = calibrate(proc, names, RunContext(seed=seed, options={"mesh_targets": args.targets,
-                                                                         "ps_method": args.method}))
+        outcomes = calibrate(proc, names, RunContext(seed=seed, options=_options(args)))
     except Exception as e:  # noqa: BLE001 - a failure is a figure of this benchmark
         return {"N": n, "seed": seed, "error": f"{type(e).__name__}: {e}", "seconds": time.perf_counter() - t0}
     rep = twin_truth_report(proc, outcomes)
@@ -146,10 +151,14 @@ def sized(cfg, n: int, args, seed: int) -> dict:
         r, res = rep.get(o.routine, {}), o.result
         out["routines"][o.routine] = {"status": o.status, "reason": (o.reason or "")[:200],
                                       "acquisitions": res.counts.acquisitions if res else None,
+                                      "writes": res.counts.writes if res else None,
                                       "seconds": round(res.seconds, 1) if res else None,
                                       **{k: v for k, v in r.items() if k != "layers"}}
-        if o.routine == "mesh" and res is not None:
+        if o.routine == "mesh" and res is not None and "fidelity_unit_0" in res.arrays:
             out["routines"]["mesh"]["F_unit_model_min"] = float(res.arrays["fidelity_unit_0"][:, 2].min())
+        if o.routine == "phase_shifters" and res is not None:
+            m = res.meta["layers"]["0"]
+            out["routines"][o.routine].update({"method": m.get("method"), "fit_rms_over_rms": m.get("rms_over_rms")})
     out["all_within_tolerance"] = all(o.status == "ok" for o in outcomes) and all(
         all(r.get("within_tolerance", {}).values()) for r in rep.values() if isinstance(r, dict))
     return out
@@ -167,8 +176,10 @@ def main() -> None:
     ap.add_argument("--fit-max-n", type=int, default=8, help="largest N of --scaling that is also fitted")
     ap.add_argument("--phi0", choices=["normal", "uniform"], default="normal", help="heater offset distribution")
     ap.add_argument("--spread-scale", type=float, default=1.0, help="multiplies every other fabrication spread")
+    ap.add_argument("--passes", type=int, default=None, help="progressive phase_shifters passes (default: 3)")
     ap.add_argument("--sizes", default="", help="comma-separated N: single-layer chips through every routine")
-    ap.add_argument("--method", choices=["global", "columns"], default="global", help="phase_shifters engine")
+    ap.add_argument("--method", choices=["global", "columns", "progressive"], default=None,
+                    help="phase_shifters engine (default: the routine's, progressive for rectangular meshes)")
     args = ap.parse_args()
     cfg = load_config(CONFIG)
     cfg.processor.mesh = args.mesh

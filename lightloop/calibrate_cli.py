@@ -58,8 +58,8 @@ def _a0_range(raw: str) -> tuple[float, float]:
 
 
 def _ps_method(raw: str) -> str:
-    """phase_shifters engine: 'global' (default) or 'columns' (experimental)."""
-    if raw not in ("global", "columns"):
+    """phase_shifters engine: 'progressive' (default for rectangular meshes), 'global' or 'columns' (experimental)."""
+    if raw not in ("global", "columns", "progressive"):
         raise ValueError(raw)
     return raw
 
@@ -88,17 +88,22 @@ OPTIONS: dict[str, tuple[tuple[str, ...], Callable[[str], Any], str]] = {
     "ps_tries": (("phase_shifters",), *_int(1, 100)),
     "ps_max_iter": (("phase_shifters",), *_int(1, 10_000)),
     "ps_max_passes": (("phase_shifters",), *_int(1, 100)),
-    "ps_method": (("phase_shifters",), _ps_method, "global or columns"),
+    "ps_method": (("phase_shifters",), _ps_method, "progressive, global or columns"),
     "ps_max_sweeps": (("phase_shifters",), *_int(1, 1000)),
     "ps_global_max_n": (("phase_shifters",), *_int(0, 1024)),
+    "ps_passes": (("phase_shifters",), *_int(1, 20)),
+    "ps_mixing_background": (("phase_shifters",), _bool, "true or false"),
     "xt_steps": (("crosstalk",), *_int(2, 1000)),
     "mesh_targets": (("mesh",), *_int(1, 1000)),
     "mesh_passes": (("mesh",), *_int(1, 100)),
     "mesh_min_fidelity": (("mesh",), *_num(0.0, 1.0)),
+    "mesh_self_configure_max_n": (("mesh",), *_int(0, 1024)),
+    "mesh_program_iters": (("mesh",), *_int(0, 100_000)),
     "readout_settings": (("readout",), *_int(1, 100)),
     "readout_batch": (("readout",), *_int(4, 100_000)),
     "readout_field": (("readout",), *_num(1e-3, 10.0)),
     "readout_fit_threshold": (("readout",), *_num(1e-6, 1.0)),
+    "readout_loss_max_ports": (("readout",), *_int(0, 64)),
 }
 
 

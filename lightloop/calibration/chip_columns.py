@@ -21,7 +21,7 @@ than a tolerance; receiver and injector gains are re-solved (closed form) betwee
 Programming (program_phases): the same column-wise local fit with a target U_t in place of M - the ideal
 decomposition corrected MZI by MZI for the fitted coupler errors; output phases free without a screen.
 
-STATUS (experimental, PhaseShifterRoutine with option ps_method: columns; the default stays the global fit):
+STATUS (experimental, PhaseShifterRoutine with option ps_method: columns; the default is chip_progressive):
 the model is exact - started at the hidden truth the sweeps stay within ~9 mrad of it (the unmodelled per-
 waveguide loss spread; tests/test_calibration_chip_state.py) - and a sweep costs O(S N^3). Two things are
 missing: (1) the decomposition start is ill-conditioned when any MZI of a setting sits near bar/cross (with
