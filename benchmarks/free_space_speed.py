@@ -2,10 +2,12 @@
 
 For each network (default 784-128-10, batch 64) the epochs of every implementation are interleaved
 (each sees the same machine conditions) and the best of --epochs is reported:
-  * lightloop with the ideal twin, through the HAL (the Trainer's epoch_seconds: training steps only);
+  * lightloop with the ideal twin, through the HAL (the Trainer's epoch_seconds or epoch_cpu_seconds: training steps only);
   * plain numpy: the same math written out (forward, probe backward, outer products, Adam, clip);
   * the matmul bound: every matrix product of an epoch at its own measured speed (each product shape
     timed alone, best of several), i.e. what an epoch costs if only the products cost anything;
+  * the numpy floor: the bound plus what no numpy step avoids (Adam's 12 float32 passes, one a sqrt; a clip;
+    the batch gather), each timed alone - why the bound itself is out of reach of any numpy implementation;
   * with --realistic: the realistic twin (SLM LUT and fringing, efficiency and gain errors, homodyne
     gain, LO phase, offsets, shot and electronic noise, 14-bit ADC; differential error readout);
   * PyTorch autograd of the same network, if installed (not a lightloop dependency; --no-torch skips it).
@@ -108,6 +110,30 @@ def matmul_bound(sizes: tuple[int, ...], batch: int, n: int, repeats: int = 5, c
     return {"seconds_per_epoch": total * steps, "products": out}
 
 
+def elementwise_floor(x: np.ndarray, sizes: tuple[int, ...], batch: int, n: int, repeats: int = 5,
+                      steps: int = 40) -> dict[str, float]:
+    """Seconds per epoch of what every numpy step needs besides the products, each timed alone (best of repeats):
+    Adam on every parameter (12 float32 passes, one a sqrt), one clip, the batch gather from the training set."""
+    rng = np.random.default_rng(0)
+    params = [rng.normal(0, 0.1, (o, i)).astype(np.float32) for i, o in zip(sizes[:-1], sizes[1:])]
+    grads = [rng.normal(0, 1e-3, p.shape).astype(np.float32) for p in params]
+    opt = Adam(LR)
+    opt.step(params, grads)
+    sq = [np.abs(p) for p in params]   # sqrt of a non-negative array (Adam takes it of v)
+    parts = {
+        "adam": lambda: opt.step(params, grads),
+        "sqrt_alone": lambda: [np.sqrt(q, out=q) for q in sq],
+        "clip": lambda: [np.clip(p, -1.0, 1.0, out=p) for p in params],
+        "gather": lambda: x[rng.integers(0, x.shape[0], batch)],
+    }
+    per_epoch = -(-n // batch)
+    out = {f"{k}_seconds_per_epoch": min(_timed(lambda: [f() for _ in range(steps)]) for _ in range(repeats)) / steps
+           * per_epoch for k, f in parts.items()}
+    out["parameters"] = float(sum(p.size for p in params))
+    out["seconds_per_epoch"] = sum(out[f"{k}_seconds_per_epoch"] for k in ("adam", "clip", "gather"))
+    return out
+
+
 def noise_draw_seconds(sizes: tuple[int, ...], batch: int, n: int, repeats: int = 5, steps: int = 20) -> float:
     """Seconds per epoch of the realistic twin's noise draws alone: two float64 normals (shot, electronic)
     per homodyne reading, differential readout (pre and post taps forward, two error readings back)."""
@@ -169,12 +195,12 @@ def build(hidden: list[int], realistic: bool):
 
 
 def hal_epoch(proc, data: Dataset, batch: int, seed: int) -> float:
-    """Seconds of one training epoch through the HAL (the Trainer's epoch_seconds: steps only, no evaluation)."""
+    """CPU or wall seconds of one HAL training epoch: the Trainer's epoch_cpu_seconds or epoch_seconds (steps only)."""
     tr = Trainer(proc, make_gradient("pump_probe"), Adam(LR),
                  TrainSettings(epochs=1, batch_size=batch, seed=seed, progress=False))
-    if CLOCK is time.perf_counter:
-        return tr.fit(data).mean_epoch_seconds
-    return _timed(lambda: tr.fit(data))   # CPU time of the whole fit (its init and a 10-sample evaluation: < 1 %)
+    hist = tr.fit(data).history
+    key = "epoch_seconds" if CLOCK is time.perf_counter else "epoch_cpu_seconds"   # steps only, either clock
+    return float(np.mean([h[key] for h in hist]))
 
 
 def compare(data: Dataset, t_all, hidden: list[int], batch: int, epochs: int, realistic: bool,
@@ -199,6 +225,7 @@ def compare(data: Dataset, t_all, hidden: list[int], batch: int, epochs: int, re
                 times["torch"].append(r["seconds"])
                 torch_info = r
     bound = matmul_bound(sizes, batch, n)
+    floor = elementwise_floor(data.x_train, sizes, batch, n)
     hal, plain = min(times["hal"]), min(times["plain_numpy"])
     out: dict[str, Any] = {
         "layer_sizes": list(sizes), "batch_size": batch, "samples": n,
@@ -208,6 +235,11 @@ def compare(data: Dataset, t_all, hidden: list[int], batch: int, epochs: int, re
         "plain_numpy_over_matmul_bound": plain / bound["seconds_per_epoch"],
         "hal_samples_per_second": n / hal, "matmul_products": bound["products"],
         "hal_epoch_times": times["hal"], "plain_numpy_epoch_times": times["plain_numpy"],
+        # what numpy cannot avoid besides the products: the bound plus Adam, a clip and the gather, each alone
+        "numpy_floor_seconds_per_epoch": bound["seconds_per_epoch"] + floor["seconds_per_epoch"],
+        "numpy_floor_over_matmul_bound": 1 + floor["seconds_per_epoch"] / bound["seconds_per_epoch"],
+        "hal_over_numpy_floor": hal / (bound["seconds_per_epoch"] + floor["seconds_per_epoch"]),
+        "elementwise_parts": floor,
     }
     if real is not None:
         rt = min(times["realistic"])

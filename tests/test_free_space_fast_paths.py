@@ -200,3 +200,152 @@ def test_realistic_twin_step_matches_the_slow_paths(monkeypatch):
     slow, _ = run()
     for f, s in zip(fast, slow):
         np.testing.assert_array_equal(f, s)     # bitwise: noise stream, ADC steps and gray levels all unchanged
+
+
+# --- the ideal path (issue 15 row 1-2): parameter layout, finite checks, clip, in-place transmission -------------------
+def _ideal_proc(hidden=(128,), n_in=784, n_out=10):
+    from lightloop.bench import BuildOverrides, build_processor
+    from lightloop.cli import default_config_path
+    from lightloop.config import load_config
+
+    cfg = load_config(default_config_path())
+    cfg.processor.error_readout = "single"
+    return build_processor(cfg, n_in, n_out, BuildOverrides(hidden=list(hidden), ideal=True, optical_depth=10.0))
+
+
+def test_ideal_hidden_layers_are_column_major_and_train_like_row_major():
+    """F-ordered hidden weights (NN forward product) give the row-major results to float32 rounding, and the
+    gradients and Adam work arrays follow each parameter's layout (no strided elementwise passes)."""
+    from lightloop.training.gradients import make_gradient
+
+    proc = _ideal_proc((128, 64))
+    params = proc.init_parameters(np.random.default_rng(0), 0.1)
+    assert [p.flags.f_contiguous and not p.flags.c_contiguous for p in params] == [True, True, False]
+    assert proc.parameter_orders() == ["F", "F", "C"]
+    rng = np.random.default_rng(1)
+    x = rng.random((64, 784), dtype=np.float32)
+    t = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 64)]
+    method = make_gradient("pump_probe")
+    runs = []
+    for layout in (params, [np.ascontiguousarray(p) for p in params]):
+        ps = [p.copy(order="K") for p in layout]
+        opt, losses = Adam(1e-3), []
+        for _ in range(3):
+            proc.program(ps)
+            res = method(proc, ps, x, t)
+            assert [g.flags.f_contiguous for g in res.grads] == [p.flags.f_contiguous for p in ps]
+            opt.step(ps, res.grads)
+            losses.append(res.loss)
+        assert all(s.flags.f_contiguous == p.flags.f_contiguous for p in ps for s in opt._scratch(p))
+        runs.append((losses, ps))
+    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-5)
+    for a, b in zip(runs[0][1], runs[1][1]):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_outer_gradients_in_the_parameter_layout_equal_the_row_major_products():
+    from lightloop.hal.processor import ForwardTaps
+
+    rng = np.random.default_rng(12)
+    x = rng.random((64, 300), dtype=np.float32)
+    post = rng.random((64, 96), dtype=np.float32)
+    taps = ForwardTaps(inputs=x, pre=[post, rng.random((64, 10), dtype=np.float32)], post=[post, None])
+    deltas = [rng.normal(size=(64, 96)).astype(np.float32), rng.normal(size=(64, 10)).astype(np.float32)]
+    like = [np.zeros((96, 300), np.float32, order="F"), np.zeros((10, 96), np.float32)]
+    fast, ref = _outer_grads(taps, deltas, like), _outer_grads(taps, deltas)
+    assert fast[0].flags.f_contiguous and not fast[0].flags.c_contiguous and fast[1].flags.c_contiguous
+    for f, r in zip(fast, ref):
+        np.testing.assert_allclose(f, r, rtol=1e-6, atol=1e-7)   # the same sums (bitwise with OpenBLAS here)
+
+
+def test_adam_on_column_major_parameters_is_bitwise_the_textbook_update():
+    rng = np.random.default_rng(13)
+    p_fast = [np.asfortranarray(rng.normal(0, 0.1, (30, 20)).astype(np.float32)), rng.normal(0, .1, (4, 30)).astype(np.float32)]
+    p_ref = [np.ascontiguousarray(p) for p in p_fast]
+    fast, ref = Adam(1e-3), Adam(1e-3)
+    for _ in range(5):
+        grads = [rng.normal(0, 1e-2, p.shape).astype(np.float32) for p in p_ref]
+        fast.step(p_fast, [np.asfortranarray(grads[0]), grads[1]])
+        ref.step(p_ref, grads)
+    for a, b in zip(p_fast, p_ref):
+        np.testing.assert_array_equal(a, b)
+    assert p_fast[0].flags.f_contiguous and fast.m[0].flags.f_contiguous
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.int32, np.uint8])
+def test_all_finite_is_exactly_isfinite_all(dtype):
+    from lightloop.hal.free_space_roles import all_finite
+
+    rng = np.random.default_rng(14)
+    base = rng.normal(0, 1, (40, 30))
+    cases = [base, base * 1e30, base[:, ::3], np.zeros((0, 5)), np.zeros((3, 4))]
+    if np.dtype(dtype).kind in "fc":
+        big = np.full((8, 8), np.finfo(dtype).max / 2)          # finite values whose dot product overflows
+        cases.append(big)
+        for bad in (np.nan, np.inf, -np.inf):
+            c = base.copy()
+            c[7, 11] = bad
+            cases += [c, c[:, ::2]]
+    for c in cases:
+        a = np.asarray(c).astype(dtype) if np.dtype(dtype).kind in "fc" else np.clip(c, 0, 100).astype(dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            assert all_finite(a) == bool(np.isfinite(a).all()), (dtype, a.shape)
+
+
+def test_ideal_twin_transmission_in_place_equals_the_physics_form():
+    from lightloop.physics.saturable_absorber import sa_transmission
+    from lightloop.simulators.free_space import _transmission
+
+    rng = np.random.default_rng(15)
+    z = rng.normal(0, 3, (64, 128)).astype(np.float32)
+    z[0, :6] = [0.0, -0.0, 1e-30, 3e19, -np.inf, np.nan]
+    for a0 in (10.0, 0.009, 0.0, 3.3):
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.testing.assert_array_equal(_transmission(z, a0), sa_transmission(z, a0))
+    ref64 = sa_transmission(z[1:], np.float64(10.0))                   # a numpy a0 promotes: the reference decides
+    assert _transmission(z[1:], np.float64(10.0)).dtype == ref64.dtype == np.float64
+    zc = (z[1:] + 1j * z[1:]).astype(np.complex64)
+    np.testing.assert_array_equal(_transmission(zc, 10.0), sa_transmission(zc, 10.0))
+
+
+def test_trainer_clip_in_place_equals_np_clip_and_skips_in_range_arrays():
+    from lightloop.training.trainer import clip_in_place
+
+    rng = np.random.default_rng(16)
+    for a in (rng.normal(0, 0.3, (50, 40)), rng.normal(0, 3, (50, 40)), np.array([[np.nan, 2.0, -0.0, -5.0]]),
+              np.zeros((0, 3))):
+        a = np.asfortranarray(a.astype(np.float32))
+        ref = np.clip(a, -1.0, 1.0)
+        clip_in_place(a, -1.0, 1.0)
+        np.testing.assert_array_equal(a, ref)
+        assert np.array_equal(np.signbit(a), np.signbit(ref))
+
+
+def test_ideal_write_still_clips_a_fresh_frame_and_reads_still_refuse_nan():
+    from lightloop.errors import InstrumentError
+
+    proc = _ideal_proc((16,), n_in=20, n_out=4)
+    w = proc.init_parameters(np.random.default_rng(0), 0.1)
+    w[0][0, 0], w[0][1, 1] = 5.0, -7.0
+    proc.program(w)
+    frame = proc.emulator.weights[0]
+    assert frame is not w[0] and frame.max() <= 1.0 and frame.min() >= -1.0 and w[0][0, 0] == 5.0
+    with pytest.raises(ValueError, match="NaN or inf"):
+        proc.encoder.display(np.full((2, 20), np.nan, np.float32))
+    proc.forward(np.ones((2, 20), np.float32))
+    proc.emulator._fwd.pre[0][0, 0] = np.inf                 # a reading with inf: refused before use
+    with pytest.raises(InstrumentError, match="NaN or inf"):
+        proc.pre_taps[0].acquire()
+
+
+def test_trainer_records_the_cpu_seconds_of_each_epoch():
+    from lightloop.training.datasets import Dataset
+    from lightloop.training.gradients import make_gradient
+    from lightloop.training.trainer import Trainer, TrainSettings
+
+    rng = np.random.default_rng(17)
+    data = Dataset("t", rng.random((64, 20), dtype=np.float32), rng.integers(0, 4, 64),
+                   rng.random((8, 20), dtype=np.float32), rng.integers(0, 4, 8), 4)
+    res = Trainer(_ideal_proc((16,), n_in=20, n_out=4), make_gradient("pump_probe"), Adam(1e-3),
+                  TrainSettings(epochs=1, batch_size=16, progress=False)).fit(data)
+    assert 0 < res.history[0]["epoch_cpu_seconds"] < 60

@@ -65,11 +65,20 @@ class FreeSpaceProcessor(OpticalProcessor):
         return [(-w.max_weight, w.max_weight) for w in self.weights]
 
     def init_parameters(self, rng: np.random.Generator, scale: float) -> list[NDArray[np.float32]]:
-        """Weights drawn from N(0, scale^2), clipped to the realisable range."""
+        """Weights drawn from N(0, scale^2), clipped to the realisable range, in each layer's parameter_order."""
         out = []
-        for (lo, hi), shape in zip(self.parameter_bounds(), self.parameter_shapes()):
-            out.append(np.clip(rng.normal(0.0, scale, size=shape), lo, hi).astype(np.float32))
+        for (lo, hi), shape, order in zip(self.parameter_bounds(), self.parameter_shapes(), self.parameter_orders()):
+            out.append(np.clip(rng.normal(0.0, scale, size=shape), lo, hi).astype(np.float32, order=order))
         return out
+
+    def parameter_orders(self) -> list[str]:
+        """Memory layout per weight layer: 'F' for hidden layers of column-reading blocks (analog twin), else 'C'.
+
+        Same values either way; an F-ordered hidden layer makes the twin's forward product an NN one (about 20 %
+        faster at 784x128). The output layer stays C: its small product's NN and NT kernels round differently.
+        """
+        last = len(self.weights) - 1
+        return [w.param_order if i < last else "C" for i, w in enumerate(self.weights)]
 
     def set_optical_depth(self, a0: float) -> None:
         """Set every vapor cell to optical depth a0."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from lightloop.hal.ports import (
 from lightloop.physics.saturable_absorber import sa_forward, sa_slope, sa_transmission
 
 __all__ = [
+    "all_finite",
     "port_identity",
     "InputEncoder",
     "ProbeSource",
@@ -32,6 +34,16 @@ __all__ = [
     "SaturableAbsorber",
     "HomodyneDetector",
 ]
+
+
+def all_finite(a: NDArray) -> bool:
+    """True when every element of a is finite; exactly np.isfinite(a).all(), via one BLAS dot on the hot path.
+
+    a.a is finite only if every element is (NaN and inf propagate); an overflow of finite values falls back.
+    """
+    if a.dtype.kind not in "fc":
+        return bool(np.isfinite(a).all())
+    return math.isfinite(abs(np.vdot(a, a))) or bool(np.isfinite(a).all())
 
 
 def port_identity(port: object) -> str:
@@ -68,7 +80,7 @@ class InputEncoder:
         """Display a batch x (batch, n) of pixel values in [0, 1]."""
         if x.ndim != 2 or x.shape[1] != self.n:
             raise ValueError(f"input encoder: expected a batch of shape (batch, {self.n}), got {x.shape}")
-        if not np.isfinite(x).all():
+        if not all_finite(x):
             raise ValueError("input encoder: input contains NaN or inf")
         fields = x * self.field_scale if self.field_scale != 1 else x
         self.frames += x.shape[0]
@@ -91,10 +103,11 @@ class ProbeSource:
 
     def display(self, delta: NDArray) -> float:
         """Inject delta (batch, n) scaled to the probe amplitude; returns the field per unit of delta."""
-        peak = float(np.max(np.abs(delta))) if delta.size else 0.0
+        peak = float(np.abs(delta).max()) if delta.size else 0.0
         scale = self.probe_field / peak if peak > 0 else 1.0
         self.frames += delta.shape[0]
-        self.port.write_fields((delta * scale).astype(np.float32, copy=False))
+        fields = delta * scale
+        self.port.write_fields(fields if fields.dtype == np.float32 else fields.astype(np.float32))
         return scale
 
     def display_fields(self, fields: NDArray) -> None:
@@ -117,6 +130,9 @@ class WeightBlock(ABC):
     """
 
     port: Any
+    #: memory layout of the weights this block is fastest to write: 'C' (rows), or 'F' (columns: the analog twin's
+    #: forward product a @ W.T then reads W.T row-major, an NN product; write() keeps the layout it is given)
+    param_order: str = "C"
 
     def __init__(self, shape: tuple[int, int], max_weight: float, efficiency: float):
         if max_weight <= 0 or not 0 < efficiency <= 1:
@@ -160,7 +176,7 @@ class WeightBlock(ABC):
         if weights.shape != self.shape:
             raise ValueError(f"weight block: expected shape {self.shape}, got {weights.shape}")
         scaled = weights if self.max_weight == 1.0 else weights * np.float32(1.0 / self.max_weight)
-        passive = np.clip(scaled, -1.0, 1.0)  # always a fresh array: the port may keep it
+        passive = scaled.clip(-1.0, 1.0)  # always a fresh array (in the layout of `weights`): the port may keep it
         if self._fringe_ab is not None:
             from scipy.linalg import solve_banded
 
@@ -183,6 +199,8 @@ class WeightBlock(ABC):
 
 class AnalogWeightBlock(WeightBlock):
     """Ideal analog amplitude modulator (no LUT, no quantisation)."""
+
+    param_order = "F"
 
     def __init__(self, port: AmplitudeWeightPort, shape: tuple[int, int], max_weight: float = 1.0, efficiency: float = 0.5):
         super().__init__(shape, max_weight, efficiency)
@@ -403,5 +421,12 @@ class HomodyneDetector:
         return v
 
     def acquire(self) -> NDArray[np.float32]:
-        """One acquisition: calibrated fields (batch, channels)."""
-        return self.cal.field(self.acquire_volts())
+        """One acquisition: calibrated fields (batch, channels) (acquire_volts inlined: the training hot path)."""
+        v = self.port.acquire()
+        self.acquisitions += 1
+        self.frames += v.shape[0]
+        if not all_finite(v):
+            from lightloop.errors import InstrumentError
+
+            raise InstrumentError("homodyne detector: acquisition returned NaN or inf")
+        return self.cal.field(v)

@@ -197,9 +197,10 @@ class FreeSpaceEmulator:
             w = (passive_field.view(np.float32) * np.float32(scale)).view(np.complex64)
         else:
             w = passive_field * np.float32(scale)
-        if np.iscomplexobj(w) and not _has_imag(w):
+        if w.dtype.kind == "c" and not _has_imag(w):
             w = w.real
-        self.weights[layer] = w.astype(np.complex64 if np.iscomplexobj(w) else np.float32, copy=False)
+        want = np.complex64 if w.dtype.kind == "c" else np.float32
+        self.weights[layer] = w if w.dtype == want else w.astype(want)
         self._gen += 1
 
     def set_amplifier_gain(self, layer: int, gain: float) -> None:
@@ -229,7 +230,7 @@ class FreeSpaceEmulator:
             z = a @ w.T   # complex weights: one complex product (bitwise the reference; a split real one is not)
             pre.append(z)
             if i < n_layers - 1:
-                t = sa_transmission(z, self._a0[i])  # the pump-saturated T(z) the probe will see
+                t = _transmission(z, self._a0[i])  # the pump-saturated T(z) the probe will see
                 a = z * t
                 trans.append(t)
                 post.append(a)
@@ -287,6 +288,16 @@ class FreeSpaceEmulator:
                 det.__post_init__()
             for i in range(len(self.truth.cells)):
                 self.set_cell_temperature(i, float(self.cell_temperature_k[i]))
+
+
+def _transmission(z: NDArray, a0: float) -> NDArray:
+    """sa_transmission(z, a0), for real float32 z and a Python float a0 in one work array (the same operations)."""
+    if z.dtype != np.float32 or type(a0) is not float:   # a numpy a0 would promote the reference to float64
+        return sa_transmission(z, a0)
+    t = np.multiply(z, z)
+    t += 1.0
+    np.divide(-0.5 * a0, t, out=t)
+    return np.exp(t, out=t)
 
 
 def _has_imag(w: NDArray) -> bool:

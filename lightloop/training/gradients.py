@@ -69,9 +69,13 @@ class GradientMethod(ABC):
         """Measure the gradient for batch x with one-hot targets; params are already programmed."""
 
 
-def _outer_grads(taps: ForwardTaps, deltas: Sequence[NDArray]) -> list[NDArray]:
+def _outer_grads(taps: ForwardTaps, deltas: Sequence[NDArray], like: Sequence[NDArray] = ()) -> list[NDArray]:
+    """delta(l)^T a(l-1) / B per layer, each in the memory layout of like[l] (F-ordered: (a^T delta)^T, same sums)."""
     b = np.float32(1.0 / taps.inputs.shape[0])
-    grads = [d.T @ taps.activations(i) for i, d in enumerate(deltas)]
+    fortran = [i < len(like) and like[i].flags.f_contiguous and not like[i].flags.c_contiguous
+               for i in range(len(deltas))]
+    grads = [(taps.activations(i).T @ d).T if f else d.T @ taps.activations(i)
+             for i, (d, f) in enumerate(zip(deltas, fortran))]
     for g in grads:   # scaled in place: the products are fresh arrays (same values as (d.T @ a) * b)
         if g.dtype == np.float32:
             g *= b
@@ -131,7 +135,7 @@ class ExactGradient(GradientMethod):
             d = (d @ params[i]) * processor.activation_slope(i - 1, taps.pre[i - 1])
             deltas.append(d)
         deltas.reverse()
-        return GradientResult(self.loss.value(taps.output, targets), taps.output, _outer_grads(taps, deltas),
+        return GradientResult(self.loss.value(taps.output, targets), taps.output, _outer_grads(taps, deltas, params),
                               len(processor.layer_sizes) * 2 - 3)
 
 
@@ -146,7 +150,7 @@ class PumpProbeGradient(GradientMethod):
         before = processor.measurements
         taps = processor.forward(x)
         deltas = processor.backward(self.loss.error(taps.output, targets))
-        return GradientResult(self.loss.value(taps.output, targets), taps.output, _outer_grads(taps, deltas),
+        return GradientResult(self.loss.value(taps.output, targets), taps.output, _outer_grads(taps, deltas, params),
                               processor.measurements - before)
 
 
@@ -166,7 +170,7 @@ class FiniteDifferenceGradient(GradientMethod):
             raise ConfigError(f"finite_difference: {n} parameters exceed max_parameters={self.max_parameters} "
                               f"(2 measurements each per step)")
         before = processor.measurements
-        work = [np.array(p, dtype=np.float64) for p in params]
+        work = [np.array(p, dtype=np.float64, order="C") for p in params]   # C: reshape(-1) below must be a view
         grads = [np.zeros_like(p) for p in work]
         for k, p in enumerate(work):
             flat, gflat = p.reshape(-1), grads[k].reshape(-1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -76,8 +77,9 @@ class Adam(Optimizer):
         self.t += 1
         b1, b2 = np.float32(self.b1), np.float32(self.b2)
         c1, c2 = 1 - b1, 1 - b2
-        step = np.float32(self.lr * np.sqrt(1 - self.b2**self.t) / (1 - self.b1**self.t))
-        eps = np.float32(self.eps * np.sqrt(1 - self.b2**self.t))
+        root = math.sqrt(1 - self.b2**self.t)   # the same double as np.sqrt (both correctly rounded)
+        step = np.float32(self.lr * root / (1 - self.b1**self.t))
+        eps = np.float32(self.eps * root)
         for p, g, m, v in zip(params, grads, self.m, self.v):
             if p.dtype != np.float32 or g.dtype != np.float32 or m.dtype != np.float32 or v.dtype != np.float32:
                 m *= b1
@@ -87,7 +89,7 @@ class Adam(Optimizer):
                 p -= step * m / (np.sqrt(v) + eps)
                 continue
             # the same float32 operations in the same order, written into two scratch arrays (no temporaries)
-            s1, s2 = self._scratch(p.shape)
+            s1, s2 = self._scratch(p)
             m *= b1
             np.multiply(c1, g, out=s1)
             m += s1
@@ -101,12 +103,14 @@ class Adam(Optimizer):
             s2 /= s1
             p -= s2
 
-    def _scratch(self, shape: tuple[int, ...]) -> tuple[NDArray, NDArray]:
-        """Two float32 work arrays of a parameter's shape, kept between steps (not part of the state)."""
+    def _scratch(self, p: NDArray) -> tuple[NDArray, NDArray]:
+        """Two float32 work arrays of a parameter's shape and layout (C or F), kept between steps (not state)."""
         pool = self.__dict__.setdefault("_work", {})
-        if shape not in pool:
-            pool[shape] = (np.empty(shape, np.float32), np.empty(shape, np.float32))
-        return pool[shape]
+        order = "F" if p.flags.f_contiguous and not p.flags.c_contiguous else "C"
+        key = (p.shape, order)
+        if key not in pool:
+            pool[key] = (np.empty(p.shape, np.float32, order=order), np.empty(p.shape, np.float32, order=order))
+        return pool[key]
 
     def state_dict(self):  # type: ignore[override]
         return {"t": self.t, "m": self.m, "v": self.v}

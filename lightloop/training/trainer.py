@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,6 +67,12 @@ def targets_for(y: NDArray[np.integer], n_classes: int, n_out: int) -> NDArray[n
     if n_out == 1 and n_classes == 2:
         return y.astype(np.float32)[:, None]
     return one_hot(y, n_classes)
+
+
+def clip_in_place(p: NDArray, lo: float, hi: float) -> None:
+    """np.clip(p, lo, hi, out=p), written only when some value lies outside or is NaN (two read-only passes tell)."""
+    if p.size and not (lo <= p.min() and p.max() <= hi):
+        np.clip(p, lo, hi, out=p)
 
 
 def classes_of(output: NDArray) -> NDArray[np.int64]:
@@ -228,7 +235,7 @@ class Trainer:
         loss_sum, correct, seen, meas = 0.0, 0, 0, 0
         bar = tqdm(range(steps), desc=f"epoch {epoch}/{s.epochs}", unit="batch", leave=False,
                    disable=not s.progress, mininterval=0.5)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         prepare = getattr(proc, "prepare_epoch", None)
         if prepare is not None:  # optional processor hook: per-epoch state from the training set (flow targets)
             proc.program(params)
@@ -238,12 +245,12 @@ class Trainer:
             xb, tb = data.x_train[idx], targets[idx]
             proc.program(params)                                  # 1. program
             res = method(proc, params, xb, tb)                    # 2-5. forward, error, backward, gradient
-            if not np.isfinite(res.loss):
+            if not math.isfinite(res.loss):
                 raise LightloopError(f"training diverged at epoch {epoch}, step {k}: loss is {res.loss}; "
                                      f"lower the learning rate")
             opt.step(params, res.grads)                           # 6. update
             for p, (lo, hi) in zip(params, self.bounds):
-                np.clip(p, lo, hi, out=p)
+                clip_in_place(p, lo, hi)
             if self.hooks:
                 info = {"epoch": epoch, "step": k, "global_step": (epoch - 1) * steps + k + 1,
                         "loss": res.loss, "params": params}
@@ -255,7 +262,7 @@ class Trainer:
             meas += res.measurements
             if k % 50 == 0:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}", refresh=False)
-        train_seconds = time.perf_counter() - t0
+        train_seconds, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
         bar.close()
         proc.program(params)
         pred, test_loss = predict(proc, data.x_test, data.y_test, data.n_classes, s.eval_batch_size, method.loss)
@@ -264,4 +271,5 @@ class Trainer:
             hook(epoch, pred)
         return {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                 "test_loss": test_loss, "test_accuracy": test_acc, "epoch_seconds": train_seconds,
+                "epoch_cpu_seconds": train_cpu,
                 "samples_per_second": seen / train_seconds, "measurements_per_step": meas / steps}
