@@ -5,11 +5,13 @@
 lightloop's step: program(phases) + forward(x) + measure_phase_gradients(delta) on the integrated-chip
 twin of lightloop/lab_configs/integrated_chip.yaml (two N-port Clements meshes, N EO activations, no bias
 ports; the realistic twin by default, --ideal for the ideal one): heater voltages through the crosstalk
-compensation, the twin's light path and every tap exposure of the HAL's adjoint protocol.
+compensation, the twin's light path and every tap exposure of the HAL's adjoint protocol. Every step writes new
+phases (a random walk of 0.02 rad per phase and step, like an optimiser's updates; both sides get the same phases),
+so no cache of an unchanged write is measured.
 The reference: the same network (two Clements meshes of 50:50 MZIs, EO activation a = k p / sqrt(1 + (k p)^2),
 output powers, MSE loss) in plain numpy, complex64: fields per MZI column recorded forward and backward,
 dL/dphi = -2 Im(u v) (Hughes et al. 2018); its gradient is checked against central finite differences in
-complex128 before any timing. Timings are interleaved (lightloop, reference, lightloop, ...), best of 3
+complex128 before any timing. glibc's malloc thresholds are pinned first (--default-allocator: not). Timings are interleaved (lightloop, reference, lightloop, ...), best of 3
 rounds of --repeats steps, in process CPU time (the *_wall_ms fields: wall clock; on a shared machine the CPU
 time is the steadier figure); the exponent is a least-squares fit of log(time) on log(N) per batch size.
 """
@@ -23,6 +25,7 @@ for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
+import ctypes  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -175,16 +178,22 @@ def measure(n: int, batch: int, repeats: int, ideal: bool, rng: np.random.Genera
     x = rng.uniform(0, 1, (batch, n)).astype(np.float32)
     delta = rng.standard_normal((batch, min(10, n))).astype(np.float32)
     meshes = [RefMesh(n), RefMesh(n)]
-    ph64 = [p.astype(np.float64) for p in params]
+    walk = []                                     # 16 phase sets of a random walk, used in turn by both sides
+    for _ in range(16):
+        params = [(p + 0.02 * rng.standard_normal(p.shape)).astype(np.float32) for p in params]
+        walk.append((params, [p.astype(np.float64) for p in params]))
     t = rng.uniform(0, 0.5, (batch, min(10, n))).astype(np.float32)
+    step = {"ll": 0, "ref": 0}
 
     def ll() -> None:
-        proc.program(params)
+        step["ll"] += 1
+        proc.program(walk[step["ll"] % 16][0])
         proc.forward(x)
         proc.measure_phase_gradients(delta)
 
     def ref() -> None:
-        ref_step(meshes, ph64, x, t)
+        step["ref"] += 1
+        ref_step(meshes, walk[step["ref"] % 16][1], x, t)
 
     ll(), ref()                                   # warm-up (first solve factorises the crosstalk matrix)
     best = {k: np.inf for k in ("ll_cpu", "ll_wall", "ref_cpu", "ref_wall")}
@@ -196,6 +205,17 @@ def measure(n: int, batch: int, repeats: int, ideal: bool, rng: np.random.Genera
             "lightloop_ms": 1e3 * best["ll_cpu"], "reference_ms": 1e3 * best["ref_cpu"],
             "ratio": best["ll_cpu"] / best["ref_cpu"], "lightloop_wall_ms": 1e3 * best["ll_wall"],
             "reference_wall_ms": 1e3 * best["ref_wall"], "wall_ratio": best["ll_wall"] / best["ref_wall"]}
+
+
+def pin_allocator() -> bool:
+    """glibc malloc with fixed mmap / trim thresholds (64 / 128 MB): large temporaries of both timed paths come from
+    the heap. With glibc's default dynamic threshold the cost depends on the process's history (the reference's
+    N = 32, batch 256 step took 4.6 or 10.8 ms depending on which lightloop code ran before it)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(-3, 64 << 20) and libc.mallopt(-1, 128 << 20))   # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
 
 
 def fit_exponent(rows: list[dict], key: str) -> float:
@@ -212,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5, help="steps per timing round")
     ap.add_argument("--ideal", action="store_true", help="the ideal twin (no variation, no noise)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--default-allocator", action="store_true", help="keep glibc's dynamic mmap threshold")
     args = ap.parse_args(argv)
+    pinned = False if args.default_allocator else pin_allocator()
     rng = np.random.default_rng(args.seed)
     fd = {str(n): ref_fd_error(n, rng, None if n <= 8 else 6) for n in args.sizes}
     rows = [measure(n, b, args.repeats, args.ideal, rng) for b in args.batches for n in args.sizes]
@@ -226,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     ok = bool(max(fd.values()) < 1e-6)
     print(json.dumps({"benchmark": "chip_step_speed", "twin": "ideal" if args.ideal else "realistic",
                       "reference_fd_max_rel_error": fd, "reference_fd_ok": ok, "rows": rows,
-                      "scaling": scaling, "load_average_1min": load, "repeats": args.repeats}, sort_keys=True))
+                      "scaling": scaling, "load_average_1min": load, "repeats": args.repeats,
+                      "allocator_pinned": pinned}, sort_keys=True))
     return 0 if ok else 1
 
 

@@ -281,3 +281,133 @@ def test_gram_rows_reproduce_the_batch_tap_intensities(batch: int) -> None:
     _, pw = lay.tap_powers(v.astype(np.complex64), True)
     np.testing.assert_allclose(pw, np.sum(np.abs(taps.astype(np.complex128)) ** 2, 0), rtol=2e-5, atol=1e-6)
     assert _gram_rows(np.zeros((batch, 8), np.complex64)) is None
+
+
+# --- issue 15, chip step: heater solves, twin tap records ---------------------------------------------------
+def _mesh_crosstalk(n_ports: int, nearest: float = 0.04) -> sp.csr_matrix:
+    """The designed crosstalk of a Clements mesh's heater grid (what the chip builder gives the bank)."""
+    from lightloop.physics.mzi import thermal_crosstalk
+
+    return thermal_crosstalk(MeshLayer.build("unitary", n_ports, screen=False).heater_positions(), nearest, 1.0)
+
+
+def _sequential_volts_for(bank: PhaseShifterBank, c: sp.spmatrix, phases: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """The phase policy written out: solve (a general sparse LU), lift every negative channel by 2 pi, solve again
+    (<= 16 times); also returns how many solves it took."""
+    cal, lu = bank.cal, spla.splu(sp.csc_matrix(c))
+    delta = np.mod(phases - cal.phi0, 2 * np.pi)
+    p, solves = lu.solve(cal.p_pi_w * delta), 1
+    for _ in range(16):
+        neg = p < 0
+        if not neg.any():
+            break
+        delta = delta + 2 * np.pi * neg
+        p, solves = lu.solve(cal.p_pi_w * delta), solves + 1
+    clipped = int(np.count_nonzero((p < 0) | (p > bank.p_max_w)))
+    return np.minimum(np.sqrt(np.clip(p, 0, bank.p_max_w) * cal.resistance_ohm), bank.v_max), clipped, solves
+
+
+@pytest.mark.parametrize("ports,nearest", [(12, 0.04), (24, 0.04), (40, 0.12)])
+def test_volts_for_on_a_mesh_heater_grid_matches_the_sequential_rule(ports: int, nearest: float) -> None:
+    """Mesh heater grids up to 1,560 channels: the dense inverse (<= 512) and the banded Cholesky on the RCM
+    order (> 512) give the sequential rule's voltages and clip counts, through several lifting rounds."""
+    rng = np.random.default_rng(ports)
+    c = _mesh_crosstalk(ports, nearest)
+    n = c.shape[0]
+    cal = ThermoOpticCalibration(rng.normal(0, 0.3, n), 0.008 * (1 + 0.05 * rng.standard_normal(n)),
+                                 1000 * (1 + 0.03 * rng.standard_normal(n)), c)
+    bank = PhaseShifterBank(_Port(n), cal, 9.0)
+    rounds = []
+    for _ in range(3):
+        phases = rng.uniform(-20, 20, n)
+        v_new, clip_new = bank.volts_for(phases)
+        v_old, clip_old, solves = _sequential_volts_for(bank, c, phases)
+        rounds.append(solves)
+        assert clip_new == clip_old
+        np.testing.assert_allclose(v_new, v_old, rtol=1e-9, atol=1e-12)
+    assert cal._solver[0] == ("banded" if n > 512 else "dense")
+    assert max(rounds) >= 3          # the rule's cascade really ran (channels lifted in turn)
+
+
+def test_volts_for_skips_the_solves_only_for_an_unchanged_write() -> None:
+    rng = np.random.default_rng(3)
+    c = _mesh_crosstalk(24)
+    n = c.shape[0]
+    cal = ThermoOpticCalibration(rng.normal(0, 0.3, n), np.full(n, 0.008), np.full(n, 1000.0), c)
+    bank = PhaseShifterBank(_Port(n), cal, 9.0)
+    calls = []
+    solve = cal.powers_for
+    cal.powers_for = lambda d: calls.append(1) or solve(d)          # type: ignore[method-assign]
+    phases = rng.uniform(0, 6, n)
+    v1, _ = bank.volts_for(phases)
+    first = len(calls)
+    v2, _ = bank.volts_for(phases.copy())
+    assert len(calls) == first and np.array_equal(v1, v2)            # same phases: no solve, same volts
+    v2[0] = -1.0
+    assert bank.volts_for(phases)[0][0] == v1[0]                     # the cache hands out copies
+    phases[5] += 1e-9
+    bank.volts_for(phases)
+    assert len(calls) > first                                        # any change solves again
+    cal.phi0[7] += 0.5                                               # a calibration edited in place
+    n_calls = len(calls)
+    v3, _ = bank.volts_for(phases)
+    assert len(calls) > n_calls
+    np.testing.assert_allclose(v3, _sequential_volts_for(bank, c, phases)[0], rtol=1e-9, atol=1e-12)
+    bank.cal = ThermoOpticCalibration(cal.phi0 + 0.1, cal.p_pi_w, cal.resistance_ohm, c)   # a new calibration
+    np.testing.assert_allclose(bank.volts_for(phases)[0], _sequential_volts_for(bank, c, phases)[0], rtol=1e-9,
+                               atol=1e-12)
+
+
+def _slow_tap_intensities(emu, layer: int) -> np.ndarray:
+    """The per-sample definition: sum_b |forward tap|^2 + |backward tap|^2 from each exposure's fields (complex128)."""
+    fp = emu._forward(layer)
+    lay = MeshLayer.build(emu.design.layer_kind, emu.layers[layer].n, emu.design.mesh,
+                          emu.truth.layers[layer].mesh_errors, None, dtype=np.complex128, screen=emu.design.screen)
+    lay.set_phases(emu.layers[layer].phases)
+    _, taps = lay.forward(fp.x_in[layer].astype(np.complex128), record=True)
+    out = np.sum(np.abs(taps) ** 2, 0)
+    if emu.adjoint[layer] is not None:
+        _, taps = lay.backward(emu.adjoint[layer].astype(np.complex128), record=True)
+        out = out + np.sum(np.abs(taps) ** 2, 0)
+    return out
+
+
+@pytest.mark.parametrize("ports,batch", [(6, 4), (6, 40), (12, 16), (24, 30), (24, 40)])
+def test_chip_step_matches_the_per_sample_twin(ports: int, batch: int) -> None:
+    """One adjoint step (program, forward, phase gradients, backward errors) on a realistic random chip (noise on,
+    same noise draws): the twin's tap records / QR rows and lazy forward chain give the per-sample exposures'
+    result within float32 rounding, for per-sample records (batch < 1.5 N) and QR rows alike."""
+    import copy
+
+    import yaml as _yaml
+
+    from lightloop.bench import BuildOverrides, build_processor
+    from lightloop.config import parse_config
+
+    raw = _yaml.safe_load(open("lightloop/lab_configs/integrated_chip.yaml"))
+    raw["processor"]["hidden"] = [ports]
+    raw["processor"]["encoder"]["bias_ports"] = 0
+    rng = np.random.default_rng(ports + batch)
+    x = rng.uniform(0, 1, (batch, ports)).astype(np.float32)
+    delta = rng.standard_normal((batch, 3)).astype(np.float32)
+    out = []
+    for slow in (False, True):
+        proc = build_processor(parse_config(copy.deepcopy(raw), "t.yaml"), ports, 3,
+                               BuildOverrides(extra={"chip_seed": 2, "noise_seed": 5}))
+        if slow:
+            emu = proc.emulator
+            emu.tap_intensities = lambda layer, emu=emu: _slow_tap_intensities(emu, layer)
+        params = proc.init_parameters(np.random.default_rng(1), 1.0)
+        grads = []
+        for step in range(2):                         # the second step reuses caches across a new write
+            proc.program([p + 0.05 * step for p in params])
+            taps = proc.forward(x)
+            grads.append(proc.measure_phase_gradients(delta))
+        out.append((taps.output, grads, proc.backward(delta)))
+    (y1, g1, e1), (y2, g2, e2) = out
+    np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-6)
+    for a, b in zip(g1, g2):
+        for ga, gb in zip(a, b):
+            assert np.max(np.abs(ga - gb)) <= 2e-4 * np.max(np.abs(gb)) + 1e-6
+    for a, b in zip(e1, e2):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.max(np.abs(b)))

@@ -159,6 +159,19 @@ class MZIColumns:
         th, ph = (1, 0) if forward else (0, 1)
         return X.T, np.concatenate([pw[:, th], pw[:, ph]])
 
+    def tap_record(self, x: NDArray, forward: bool = True) -> tuple[NDArray, NDArray]:
+        """Output fields (batch, n) and the complex tap rows (n_mzi, [after phi, after theta] forward or
+        [theta, phi] backward, batch) of one pass: records of two fields add up to the record of their sum."""
+        X, taps4 = self._pass_mm(x, forward, True)
+        return X.T, taps4[:, :2]
+
+    def record_powers(self, rec: NDArray, forward: bool = True) -> NDArray[np.float64]:
+        """sum over the batch of |tap|^2 per channel [theta..., phi...] (float64) of a tap_record."""
+        r = rec.view(self.rdtype)
+        pw = np.einsum("ijk,ijk->ij", r, r).astype(np.float64)
+        th, ph = (1, 0) if forward else (0, 1)
+        return np.concatenate([pw[:, th], pw[:, ph]])
+
     def forward(self, x: NDArray, taps: NDArray | None = None) -> NDArray:
         """Propagate fields x (batch, n) input -> output; fill taps (batch, n_shifters) if given."""
         X, taps4 = self._pass_mm(x, True, taps is not None)
@@ -400,6 +413,33 @@ class MeshLayer:
             else:
                 x = s.forward(x) if forward else s.backward(x)
         return x, out
+
+    def tap_record(self, x: NDArray) -> list[NDArray]:
+        """Complex fields at every shifter for forward fields x (batch, n), one array per stage (MZI columns:
+        (n_mzi, 2, batch) rows, other stages (batch, channels)); records add like the fields (linearity)."""
+        recs: list[NDArray] = []
+        for s in self.stages:
+            if isinstance(s, MZIColumns):
+                x, r = s.tap_record(x, True)
+            elif s.n_shifters:
+                r = np.empty((np.shape(x)[0], s.n_shifters), self.cdtype)
+                x = s.forward(x, r)
+            else:
+                x, r = s.forward(x), np.zeros((np.shape(x)[0], 0), self.cdtype)
+            recs.append(r)
+        return recs
+
+    def record_powers(self, *records: list[NDArray]) -> NDArray[np.float64]:
+        """Batch sum of |tap|^2 per shifter (n_shifters,), float64, of the sum of one or more tap_records."""
+        out = np.zeros(self.n_shifters, np.float64)
+        b = self._bounds
+        for i, s in enumerate(self.stages):
+            r = records[0][i] if len(records) == 1 else sum(rec[i] for rec in records[1:]) + records[0][i]
+            if isinstance(s, MZIColumns):
+                out[b[i]: b[i + 1]] = s.record_powers(r, True)
+            elif s.n_shifters:
+                out[b[i]: b[i + 1]] = np.sum(r.real.astype(np.float64) ** 2 + r.imag.astype(np.float64) ** 2, 0)
+        return out
 
     def tap_depth(self) -> NDArray[np.intp]:
         """Loss stages (MZI columns) between the layer input and each tap, channel order."""

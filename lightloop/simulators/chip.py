@@ -32,23 +32,30 @@ from lightloop.physics.mesh import MeshLayer
 __all__ = ["ChipEmulator"]
 
 
-def _gram_rows(x: NDArray) -> NDArray | None:
-    """Rows V with V^T conj(V) = x^T conj(x) (at most n of them); None if x carries no light.
+def _use_qr(batch: int, n: int) -> bool:
+    """Compress a batch to its n QR rows only where the QR costs less than the longer pass (measured)."""
+    return batch > n and (n >= 24 or batch > 4 * n)
 
-    V = R of x = QR: x^T conj(x) = R^T Q^T conj(Q) conj(R) = R^T conj(R), with no Gram product or eigensolve."""
+
+def _gram_rows(x: NDArray) -> NDArray | None:
+    """Rows V with V^T conj(V) = x^T conj(x) (at most n of them where that pays); None if x carries no light.
+
+    V = R of x = QR: x^T conj(x) = R^T Q^T conj(Q) conj(R) = R^T conj(R), with no Gram product or eigensolve
+    (in complex128: a complex64 QR is 2x faster but moves the trained accuracy by float32 rounding)."""
     if not np.any(x):
         return None
-    if x.shape[0] <= x.shape[1]:
+    if not _use_qr(*x.shape):
         return x
     return np.linalg.qr(x.astype(np.complex128), mode="r")
 
 
 class _Pass:
-    """Cached fields of the forward chain for one light state."""
+    """Cached fields of the forward chain for one light state, filled layer by layer as reads need them."""
 
-    def __init__(self) -> None:
-        self.key: tuple = ()
+    def __init__(self, key: tuple = (), batch: int = 1) -> None:
+        self.key, self.batch = key, batch
         self.x_in: list[NDArray] = []
+        self.xf: list[NDArray | None] = []      # forward-light part of x_in (None: forward light off)
         self.z: list[NDArray] = []
         self.p: list[NDArray] = []
 
@@ -80,10 +87,12 @@ class ChipEmulator:
         self.inputs: NDArray | None = None
         self.inject: list[NDArray | None] = [None] * self.n_layers
         self.adjoint: list[NDArray | None] = [None] * self.n_layers
-        self._gen = 0
+        self._gen = 0            # any light or heater change
+        self._fgen = 0           # changes of the forward-propagating light (everything but the adjoint sources)
         self._heater_gen = [0] * self.n_layers
         self._pass = _Pass()
         self._tap_cache: dict[int, tuple[tuple, NDArray]] = {}
+        self._records: list[list[tuple]] = [[] for _ in range(self.n_layers)]   # (heater gen, fields, tap record)
         self.writes = 0
         self.acquisitions = 0
         self.max_heater_volts = 0.0
@@ -106,6 +115,7 @@ class ChipEmulator:
         self._apply_heaters(layer)
         self._heater_gen[layer] += 1
         self._gen += 1
+        self._fgen += 1
         self.writes += 1
 
     def advance(self, seconds: float) -> None:
@@ -115,6 +125,7 @@ class ChipEmulator:
             self._apply_heaters(i)
             self._heater_gen[i] += 1
         self._gen += 1
+        self._fgen += 1
 
     def true_phases(self, layer: int) -> NDArray[np.float64]:
         """Hidden true phases of a layer (twin-truth reports and tests only; never for the HAL)."""
@@ -125,17 +136,20 @@ class ChipEmulator:
         """Input modulator fields (batch, N1) as requested; the true source gain/phase errors apply."""
         self.inputs = (np.asarray(fields) * self.truth.source.astype(self.cdtype)).astype(self.cdtype)
         self._gen += 1
+        self._fgen += 1
 
     def set_forward_light(self, on: bool) -> None:
         """Gate of the forward laser path (inputs and activation supply carriers)."""
         self.forward_on = bool(on)
         self._gen += 1
+        self._fgen += 1
 
     def set_injection(self, layer: int, fields: NDArray | None) -> None:
         """Complex fields added at the inputs of a layer (None: dark)."""
         t = self.truth.layers[layer].injector.astype(self.cdtype)
         self.inject[layer] = None if fields is None else (np.asarray(fields) * t).astype(self.cdtype)
         self._gen += 1
+        self._fgen += 1
 
     def set_adjoint(self, layer: int, fields: NDArray | None) -> None:
         """Backward fields injected at the outputs of a layer (None: dark)."""
@@ -147,6 +161,7 @@ class ChipEmulator:
         """Ring-modulator bias voltages of a hidden layer (V)."""
         self.ring_bias_v[layer] = np.asarray(volts, np.float64).copy()
         self._gen += 1
+        self._fgen += 1
 
     # --- physics -----------------------------------------------------------------------------------------
     def _batch(self) -> int:
@@ -155,52 +170,55 @@ class ChipEmulator:
                 return a.shape[0]
         return 1
 
-    def _activation(self, layer: int, p: NDArray) -> tuple[NDArray, NDArray]:
+    def _activation(self, layer: int, p: NDArray, slope: bool = False) -> NDArray:
+        """Ring-modulator output a(p) of a hidden layer, or its slope da/dp if slope."""
         t = self.truth.activations[layer]
         det = t.detuning_offset + self.design.ring_detuning_per_volt * self.ring_bias_v[layer]
-        a = eo_activation(p, det.astype(self.rdtype), t.k.astype(self.rdtype), self.design.ring_t_min,
-                          t.supply.astype(self.rdtype))
-        s = eo_activation_slope(p, det.astype(self.rdtype), t.k.astype(self.rdtype), self.design.ring_t_min,
-                                t.supply.astype(self.rdtype))
-        return a.astype(self.rdtype, copy=False), s.astype(self.rdtype, copy=False)
+        f = eo_activation_slope if slope else eo_activation
+        out = f(p, det.astype(self.rdtype), t.k.astype(self.rdtype), self.design.ring_t_min,
+                t.supply.astype(self.rdtype))
+        return out.astype(self.rdtype, copy=False)
 
-    def _forward(self) -> _Pass:
-        """Forward-propagating fields of every layer for the present light state (cached)."""
-        key = (self._gen,)
-        if self._pass.key == key:
-            return self._pass
+    def _forward(self, upto: int | None = None, inputs_only: bool = False) -> _Pass:
+        """Forward-propagating fields of layers 0..upto (default: all) for the present light state (cached; a
+        layer is computed only when a read needs it, so a tap read at layer l never runs the layers after it;
+        inputs_only: layer upto's input fields without its outputs)."""
+        last = self.n_layers - 1 if upto is None else upto
         b = self._batch()
-        ps = _Pass()
-        a: NDArray | None = None
-        for l, lay in enumerate(self.layers):
-            n = lay.n
-            x = np.zeros((b, n), self.cdtype)
-            if self.forward_on:
-                if l == 0:
-                    if self.inputs is not None:
-                        if self.inputs.shape[0] != b:
-                            raise InstrumentError("chip twin: injected batch does not match the input batch")
-                        x[:, : self.inputs.shape[1]] = self.inputs
-                elif a is not None:
-                    x[:, : a.shape[1]] = a
-            if self.inject[l] is not None:
-                x = x + self.inject[l]
+        ps = self._pass
+        if ps.key != (self._fgen, b):
+            ps = self._pass = _Pass((self._fgen, b), b)
+        for l in range(len(ps.z), last + 1):
+            lay = self.layers[l]
+            if len(ps.x_in) == l:
+                x = np.zeros((b, lay.n), self.cdtype)
+                if self.forward_on:
+                    if l == 0:
+                        if self.inputs is not None:
+                            if self.inputs.shape[0] != b:
+                                raise InstrumentError("chip twin: injected batch does not match the input batch")
+                            x[:, : self.inputs.shape[1]] = self.inputs
+                    else:
+                        a = self._activation(l - 1, ps.p[l - 1])
+                        x[:, : a.shape[1]] = a
+                ps.xf.append(x if self.forward_on else None)
+                if self.inject[l] is not None:
+                    x = x + self.inject[l]
+                ps.x_in.append(x)
+            if inputs_only and l == last:
+                break
+            x = ps.x_in[l]
             lit = self.forward_on or self.inject[l] is not None
-            z = lay.forward(x)[0] if lit else np.zeros((b, n), self.cdtype)   # a dark layer: no product
-            ps.x_in.append(x)
+            z = lay.forward(x)[0] if lit else np.zeros((b, lay.n), self.cdtype)   # a dark layer: no product
             ps.z.append(z)
             if l < self.n_layers - 1:
                 h = self.design.hidden[l]
                 g = self.detector_gain[l] * self.truth.activations[l].pd_gain
-                p = ((z[:, :h].real ** 2 + z[:, :h].imag ** 2) * g.astype(self.rdtype)).astype(self.rdtype)
-                ps.p.append(p)
-                a = self._activation(l, p)[0] if self.forward_on else None
+                ps.p.append(((z[:, :h].real ** 2 + z[:, :h].imag ** 2) * g.astype(self.rdtype)).astype(self.rdtype))
             else:
                 no = self.design.n_out
                 g = (self.detector_gain[l] * self.truth.output_gain).astype(self.rdtype)
                 ps.p.append(((z[:, :no].real ** 2 + z[:, :no].imag ** 2) * g).astype(self.rdtype))
-        ps.key = key
-        self._pass = ps
         return ps
 
     def tap_intensities(self, layer: int) -> NDArray:
@@ -212,18 +230,35 @@ class ChipEmulator:
         hit = self._tap_cache.get(layer)
         if hit is not None and hit[0] == key:
             return hit[1]
-        fp = self._forward()
+        fp = self._forward(layer, inputs_only=True)
         lay = self.layers[layer]
         out = np.zeros(lay.n_shifters, np.float64)
-        v = _gram_rows(fp.x_in[layer])
-        if v is not None:
-            out += lay.tap_powers(v.astype(self.cdtype, copy=False), forward=True)[1]
+        xf, xi = fp.xf[layer], self.inject[layer]
+        if (xf is not None or xi is not None) and (not _use_qr(fp.batch, lay.n) or 2 * fp.batch < 3 * lay.n):
+            # one tap record per light component, kept: the sum exposure of the adjoint protocol (forward light
+            # + time-reversed injection) adds the forward and injection records instead of a third pass
+            out += lay.record_powers(*[self._record(layer, x) for x in (xf, xi) if x is not None])
+        else:
+            v = _gram_rows(fp.x_in[layer])
+            if v is not None:
+                out += lay.tap_powers(v.astype(self.cdtype, copy=False), forward=True)[1]
         if self.adjoint[layer] is not None:
             v = _gram_rows(self.adjoint[layer])
             if v is not None:
                 out += lay.tap_powers(v.astype(self.cdtype, copy=False), forward=False)[1]
         self._tap_cache[layer] = (key, out)
         return out
+
+    def _record(self, layer: int, x: NDArray) -> list[NDArray]:
+        """Tap record of forward fields x at a layer (the last two kept per layer, keyed by content and phases)."""
+        gen, kept = self._heater_gen[layer], self._records[layer]
+        for g, xk, rec in kept:
+            if g == gen and (xk is x or (xk.shape == x.shape and np.array_equal(xk, x))):
+                return rec
+        rec = self.layers[layer].tap_record(x)
+        kept.insert(0, (gen, x, rec))
+        del kept[2:]
+        return rec
 
     def backward_inputs(self, layer: int) -> NDArray:
         """Backward-propagating fields arriving at a layer's inputs (batch, n)."""
@@ -259,7 +294,7 @@ class ChipEmulator:
     def read_output_fields(self, layer: int) -> NDArray:
         """Coherent receivers at a layer's outputs (forward light), complex volts."""
         self._acquire()
-        z = self._forward().z[layer] * self.truth.layers[layer].out_receiver.astype(self.cdtype)
+        z = self._forward(layer).z[layer] * self.truth.layers[layer].out_receiver.astype(self.cdtype)
         return (z + self._cnoise(z.shape, self.var.receiver_noise)).astype(self.cdtype, copy=False)
 
     def read_input_fields(self, layer: int) -> NDArray:
@@ -271,7 +306,7 @@ class ChipEmulator:
     def read_activation_power(self, layer: int) -> NDArray:
         """Activation photodiode volts of hidden layer `layer` (batch, h)."""
         self._acquire()
-        p = self._forward().p[layer]      # the photocurrent (responsivity error included) drives the ring
+        p = self._forward(layer).p[layer]      # the photocurrent (responsivity error included) drives the ring
         if self.var.pd_noise:
             p = p * (1 + self.var.pd_noise * self._noise(p.shape))
         return p.astype(self.rdtype, copy=False)
@@ -279,8 +314,8 @@ class ChipEmulator:
     def read_activation_slope(self, layer: int) -> NDArray:
         """Slope-output volts of hidden layer `layer`: the chip's measured da/dp (batch, h)."""
         self._acquire()
-        p = self._forward().p[layer]
-        s = self._activation(layer, p)[1] * self.truth.activations[layer].slope_gain.astype(self.rdtype)
+        p = self._forward(layer).p[layer]
+        s = self._activation(layer, p, slope=True) * self.truth.activations[layer].slope_gain.astype(self.rdtype)
         if self.var.slope_noise:
             s = s + self.var.slope_noise * self._noise(s.shape)
         return s.astype(self.rdtype, copy=False)
@@ -309,4 +344,6 @@ class ChipEmulator:
         self._drift_clock = [float(c) for c in state["drift_clock"]]
         for i in range(self.n_layers):
             self.layers[i].set_phases(self.truth.layers[i].heaters.phases(self.volts[i]))
+            self._heater_gen[i] += 1
         self._gen += 1
+        self._fgen += 1
