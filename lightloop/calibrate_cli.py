@@ -104,6 +104,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], Callable[[str], Any], str]] = {
     "readout_field": (("readout",), *_num(1e-3, 10.0)),
     "readout_fit_threshold": (("readout",), *_num(1e-6, 1.0)),
     "readout_loss_max_ports": (("readout",), *_int(0, 64)),
+    "readout_loss_lit_ports": (("readout",), *_int(0, 64)),
 }
 
 

@@ -13,8 +13,12 @@ with U = U(phases + offsets; alpha1, alpha2, eta) the lightloop.physics.mesh geo
 per column, after the theta shifter inside an MZI, so a theta tap sees the first coupler but not the arm loss:
 the taps separate a coupler error from an arm-loss imbalance, which the receivers alone cannot). Fitted by
 Gauss-Newton from the nominal-loss fit; weak priors (design values: nominal loss, the heater fit's couplers,
-zero offsets) fix what the data leave free. Gauges: the mean log-transmission of every column is the nominal
-one (a uniform column loss only scales the fields after it, absorbed by the tap gains and the receivers).
+zero offsets) fix what the data leave free. Gauges: without backward taps, the mean log-transmission of every
+column is the nominal one (a uniform column loss only scales the fields after it, absorbed by the tap gains and
+the receivers); with them (the taps read with each adjoint source lit, the same tap gains) a column's loss
+scales the forward taps after it and the backward taps before it, so only the mean over the mesh is the gauge.
+Memory: the finite-difference Jacobian is stored in float32 above JAC_FLOAT32_ABOVE entries and the tap rows
+can be thinned (lit_ports); ~0.3 GB at N = 16.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ __all__ = ["fit_layer_losses"]
 PRIOR_SD = {"loss": 0.003, "coupler": 0.01, "phase": 0.01}
 #: prior weight against the data (a prior residual of one sd counts as this fraction of a unit reading)
 PRIOR_WEIGHT = 1e-3
+#: Jacobian entries above which it is stored in float32 (the normal equations are summed in float64)
+JAC_FLOAT32_ABOVE = 20_000_000
+#: rows per block of the normal-equation sums
+JAC_ROWS = 4096
 
 
 def _gains(g: NDArray) -> NDArray:
@@ -42,11 +50,14 @@ def _gains(g: NDArray) -> NDArray:
 def fit_layer_losses(n: int, mesh: str, screen: bool, eta0: float, alpha: tuple[NDArray, NDArray],
                      phases: list[NDArray], zf: list[NDArray], zb: list[NDArray], taps: list[NDArray],
                      gains: dict[str, NDArray], amp: float = 1.0, jacobians: int = 2,
-                     iters: int = 8) -> dict[str, Any]:
+                     iters: int = 8, lit_ports: int = 0, taps_b: list[NDArray] | None = None) -> dict[str, Any]:
     """Fit (eta (columns, n), alpha1, alpha2, phase offsets, g_out, t_inj, g_in, t_adj, tap gains m) to the readout
     data of one layer: zf[s] (k, j) and zb[s] (j, k) per setting s, taps[s] (j, taps) per single lit port j at
-    field amp; gains: the nominal-loss fit's start values. Gauss-Newton (`jacobians` finite-difference Jacobians,
-    up to `iters` steps each). Returns the fit and its rms residuals."""
+    field amp (taps_b[s] (j, taps): the same with adjoint source j lit, same tap gains: they pin the mean loss of
+    every interior column, which forward taps and receivers leave to the tap gains); gains: the nominal-loss
+    fit's start values. Gauss-Newton (`jacobians` finite-difference Jacobians,
+    up to `iters` steps each); lit_ports > 0 fits the taps of that many lit ports per setting only (rotating; the
+    tap gains and residuals at the end use every port). Returns the fit and its rms residuals."""
     lo = mesh_layout(n, mesh)
     k, ncol = lo.n_mzi, lo.n_columns
     nch = phases[0].size
@@ -55,12 +66,14 @@ def fit_layer_losses(n: int, mesh: str, screen: bool, eta0: float, alpha: tuple[
     w = PRIOR_WEIGHT
     ref_f = np.sqrt(np.mean([np.mean(np.abs(z) ** 2) for z in zf + zb]))
     ref_t = np.sqrt(np.mean([np.mean(t ** 2) for t in taps]))
-    meas_t = np.concatenate(taps) / ref_t
+    every = [np.arange(n)] * n_set
+    sub = every if not 0 < lit_ports < n else [np.arange(s * lit_ports, (s + 1) * lit_ports) % n for s in range(n_set)]
+    lit = sub
 
     def unpack(p: NDArray) -> tuple:
         i = 0
         le = p[i: i + ncol * n].reshape(ncol, n)
-        le = le - le.mean(axis=1, keepdims=True)             # gauge: nominal mean loss per column
+        le = le - (le.mean(axis=1, keepdims=True) if taps_b is None else le.mean())     # gauge (see the top)
         i += ncol * n
         a1, a2, d = p[i: i + k], p[i + k: i + 2 * k], p[i + 2 * k: i + 2 * k + nch]
         i += 2 * k + nch
@@ -83,9 +96,14 @@ def fit_layer_losses(n: int, mesh: str, screen: bool, eta0: float, alpha: tuple[
             u = m.matrix()
             rf.append((zf[s] - go[:, None] * u * ti[None, :]).ravel())
             rf.append((zb[s] - gi[:, None] * u.T * ta[None, :]).ravel())
-            _, t = m.forward(np.diag(ti * amp), record=True)
+            _, t = m.forward(np.diag(ti * amp)[lit[s]], record=True)
             pt.append(np.abs(t) ** 2)
+            if taps_b is not None:
+                _, t = m.backward(np.diag(ta * amp)[lit[s]], record=True)
+                pt.append(np.abs(t) ** 2)
         pred = np.concatenate(pt) / ref_t
+        meas_t = np.concatenate([q for s in range(n_set) for q in ([taps[s][lit[s]]] if taps_b is None else
+                                                                     [taps[s][lit[s]], taps_b[s][lit[s]]])]) / ref_t
         mt = np.sum(pred * meas_t, 0) / np.maximum(np.sum(pred * pred, 0), 1e-300)
         return le, a1, a2, d, np.concatenate(rf) / ref_f, meas_t - mt * pred, mt
 
@@ -97,8 +115,9 @@ def fit_layer_losses(n: int, mesh: str, screen: bool, eta0: float, alpha: tuple[
 
     p0 = np.concatenate([np.zeros(ncol * n), a10, a20, np.zeros(nch)]
                         + [_gains(np.asarray(gains[g], np.complex128)) for g in ("g_out", "t_inj", "g_in", "t_adj")])
-    x, r0, evals = _gauss_newton(resid, p0, jacobians, iters)
-    r = resid(x)
+    x, _, evals = _gauss_newton(resid, p0, jacobians, iters)
+    lit = every                                                 # tap gains and residuals from every lit port
+    r0, r = resid(p0), resid(x)
     le, a1, a2, d, rf, rt, mt = predict(x)
     _, _, _, _, (go, ti, gi, ta) = unpack(x)
     c = np.exp(np.mean(np.log(np.abs(ti)))) * np.exp(1j * np.angle(np.sum(ti)))   # gauge of fit_rank_one
@@ -120,18 +139,24 @@ def _gauss_newton(resid: Any, p0: NDArray, jacobians: int, iters: int) -> tuple[
     cost, evals = float(r @ r), 1
     for _ in range(jacobians):
         h = 1e-7 * np.maximum(1.0, np.abs(p))
-        jac = np.empty((r.size, p.size))
+        big = r.size * p.size > JAC_FLOAT32_ABOVE
+        jac = np.empty((r.size, p.size), np.float32 if big else np.float64)   # float32: half the memory
         for i in range(p.size):
             q = p.copy()
             q[i] += h[i]
             jac[:, i] = (resid(q) - r) / h[i]
         evals += p.size
-        a = jac.T @ jac
+        a, g = np.zeros((p.size, p.size)), np.zeros(p.size)
+        for i0 in range(0, r.size, JAC_ROWS):                 # normal equations in float64, row blocks
+            blk = jac[i0: i0 + JAC_ROWS].astype(np.float64)
+            a += blk.T @ blk
+            g += blk.T @ r[i0: i0 + JAC_ROWS]
+        del jac
         dg = np.diag(a).copy() + 1e-12 * max(float(np.max(np.diag(a))), 1e-300)
         lam, tries = 1e-4, 0
         while tries < iters:
             tries += 1
-            step = np.linalg.solve(a + lam * np.diag(dg), -(jac.T @ r))
+            step = np.linalg.solve(a + lam * np.diag(dg), -g)
             q = p + step
             rq = resid(q)
             evals += 1
