@@ -70,7 +70,6 @@ from numpy.typing import NDArray
 from lightloop.calibration.base import (
     CalibrationResult,
     Counts,
-    Routine,
     RunContext,
     register_routine,
 )
@@ -81,6 +80,7 @@ from lightloop.calibration.chip_columns import (
 )
 from lightloop.calibration.chip_common import (  # noqa: F401
     GAUGE,
+    HeaterBankRoutine,
     TWO_PI,
     _all_sources_dark,
     _is_chip,
@@ -132,7 +132,7 @@ def progressive_threshold(n_ports: int) -> float:
 
 
 @register_routine
-class PhaseShifterRoutine(Routine):
+class PhaseShifterRoutine(HeaterBankRoutine):
     """phi0, P_pi of every heater, crosstalk and coupler errors of every unitary layer (global model fit)."""
 
     name = "phase_shifters"
@@ -147,13 +147,6 @@ class PhaseShifterRoutine(Routine):
         if any(not hasattr(l, "out_receiver") for l in proc.layers):
             return "phase_shifters needs coherent receivers at the layer outputs"
         return None
-
-    def instruments(self, proc: Any) -> dict[str, str]:
-        return {f"layer{i}.bank": l.bank.name for i, l in enumerate(proc.layers)}
-
-    def layout(self, proc: Any) -> dict[str, Any]:
-        return {"ports": [int(l.n_ports) for l in proc.layers], "mesh": [l.mesh for l in proc.layers],
-                "channels": [int(l.bank.n_channels) for l in proc.layers]}
 
     def run(self, proc: Any, ctx: RunContext) -> CalibrationResult:
         method = ctx.options.get("ps_method", default_method(proc))

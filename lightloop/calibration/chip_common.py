@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from lightloop.calibration.base import CalibrationResult, RunContext
+from lightloop.calibration.base import CalibrationResult, Routine, RunContext
 from lightloop.calibration.mesh_model import MeshModel
 from lightloop.physics.mzi import mesh_layout
 
@@ -23,6 +23,19 @@ def _is_chip(proc: Any) -> str | None:
         return "phase_shifters supports 'unitary' mesh layers only"
     return None
 
+
+
+class HeaterBankRoutine(Routine):
+    """A chip routine over every layer's heater bank: the instruments and layout its records carry."""
+
+    def instruments(self, proc: Any) -> dict[str, str]:
+        """The heater bank of every layer."""
+        return {f"layer{i}.bank": l.bank.name for i, l in enumerate(proc.layers)}
+
+    def layout(self, proc: Any) -> dict[str, Any]:
+        """Ports, mesh kind and heater channels of every layer."""
+        return {"ports": [int(l.n_ports) for l in proc.layers], "mesh": [l.mesh for l in proc.layers],
+                "channels": [int(l.bank.n_channels) for l in proc.layers]}
 
 
 def _all_sources_dark(proc: Any) -> None:

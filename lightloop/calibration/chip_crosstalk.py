@@ -13,11 +13,10 @@ from scipy.optimize import least_squares
 from lightloop.calibration.base import (
     CalibrationResult,
     Counts,
-    Routine,
     RunContext,
     register_routine,
 )
-from lightloop.calibration.chip_common import TWO_PI, _all_sources_dark, _is_chip, _wrap
+from lightloop.calibration.chip_common import TWO_PI, HeaterBankRoutine, _all_sources_dark, _is_chip, _wrap
 from lightloop.physics.mzi import mesh_layout
 
 __all__ = ["CrosstalkRoutine", "first_column_plan", "fit_cosine"]
@@ -131,7 +130,7 @@ def _sweep(proc: Any, li: int, group: list[tuple[int, int, int, int]], powers: N
 
 
 @register_routine
-class CrosstalkRoutine(Routine):
+class CrosstalkRoutine(HeaterBankRoutine):
     """Thermal crosstalk C_ij onto the first-column theta heaters: each neighbour j driven at a fixed power
     while the victims' fringes are swept; C_ij = (fitted phi0 shift) P_pi_i / P_j.
 
@@ -153,13 +152,6 @@ class CrosstalkRoutine(Routine):
         if all(l.bank.cal.crosstalk is None for l in proc.layers):
             return "the HAL has no designed crosstalk matrix (no neighbours to test)"
         return None
-
-    def instruments(self, proc: Any) -> dict[str, str]:
-        return {f"layer{i}.bank": l.bank.name for i, l in enumerate(proc.layers)}
-
-    def layout(self, proc: Any) -> dict[str, Any]:
-        return {"ports": [int(l.n_ports) for l in proc.layers], "mesh": [l.mesh for l in proc.layers],
-                "channels": [int(l.bank.n_channels) for l in proc.layers]}
 
     def run(self, proc: Any, ctx: RunContext) -> CalibrationResult:
         res, t0 = self.new_result(proc), time.perf_counter()
