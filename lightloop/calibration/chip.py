@@ -329,7 +329,7 @@ class PhaseShifterRoutine(HeaterBankRoutine):
             res.arrays[f"g_out_{li}"] = np.stack([st.g_out.real, st.g_out.imag])
             res.arrays[f"g_in_{li}"] = st.g_in.copy()
             res.meta["layers"][str(li)] = {
-                "passes": passes if qual is not None else 2, "method": ("progressive (column Gram windows)" if qual is not None
+                "passes": passes if qual is not None else 2, "method": ("progressive (column windows of W(ref)^-1 W(s))" if qual is not None
                                                                         else "data-driven start + column-wise refinement")
                 + (" + global" if polished else ""),
                 "xt_rel_sigma_max": float(rel_sd[big].max()) if big.any() else 0.0,
