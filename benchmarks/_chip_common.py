@@ -36,6 +36,14 @@ RAW = yaml.safe_load(CONFIG.read_text())
 SPREAD_KEYS = tuple(k for k in RAW["processor"]["chip"]["variation"] if "_sd" in k)
 
 
+def scale_variation(var: Any, scale: float, phi0: str = "normal") -> None:
+    """Draw phi0 from `phi0` (normal | uniform) and multiply every OTHER fabrication spread of `var` by `scale`."""
+    var.phi0_distribution = phi0
+    for k in SPREAD_KEYS:
+        if not k.startswith("phi0"):
+            setattr(var, k, getattr(var, k) * scale)
+
+
 def spread_edits(scale: float) -> dict[str, float]:
     """Edits scaling every fabrication spread of the lab config by `scale` (1 = the config's own)."""
     var = RAW["processor"]["chip"]["variation"]

@@ -43,10 +43,9 @@ from lightloop.calibration.report import TOLERANCES, twin_truth_report  # noqa: 
 from lightloop.calibration.runner import calibrate  # noqa: E402
 from lightloop.config import load_config  # noqa: E402
 from lightloop.physics.mzi import random_unitary  # noqa: E402
+from _chip_common import scale_variation  # noqa: E402
 
 CONFIG = ROOT / "lightloop" / "lab_configs" / "integrated_chip.yaml"
-SPREADS = ("coupler_sd_rad", "loss_sd_db", "p_pi_rel_sd", "resistance_rel_sd", "crosstalk_scale_sd", "crosstalk_pair_sd",
-           "ring_detuning_sd", "ring_k_rel_sd", "supply_rel_sd", "gain_rel_sd", "phase_error_sd_rad")
 MODES = ["model_no_xt_compensation", "ideal_decomposition", "model", "self_configured"]
 
 
@@ -183,10 +182,7 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_config(CONFIG)
     cfg.processor.mesh = args.mesh
-    var = cfg.processor.chip.variation
-    var.phi0_distribution = args.phi0
-    for f in SPREADS:
-        setattr(var, f, getattr(var, f) * args.spread_scale)
+    scale_variation(cfg.processor.chip.variation, args.spread_scale, args.phi0)
     if args.sizes:
         rows = [sized(cfg, int(n), args, seed) for n in args.sizes.split(",") if n.strip()
                 for seed in range(1, args.seeds + 1)]

@@ -38,10 +38,9 @@ from lightloop.calibration.mesh_program import (corrected_decomposition, ideal_d
                                                 program_unitary)
 from lightloop.config import load_config  # noqa: E402
 from lightloop.physics.mzi import mesh_layout, random_unitary  # noqa: E402
+from _chip_common import scale_variation  # noqa: E402
 
 CONFIG = ROOT / "lightloop" / "lab_configs" / "integrated_chip.yaml"
-SPREADS = ("coupler_sd_rad", "loss_sd_db", "p_pi_rel_sd", "resistance_rel_sd", "crosstalk_scale_sd", "crosstalk_pair_sd",
-           "ring_detuning_sd", "ring_k_rel_sd", "supply_rel_sd", "gain_rel_sd", "phase_error_sd_rad")
 
 
 def _stats(x: list[float]) -> dict[str, float]:
@@ -127,9 +126,7 @@ def main() -> None:
         cfg = load_config(CONFIG)
         cfg.processor.mesh = args.mesh
         var = cfg.processor.chip.variation
-        var.phi0_distribution = args.phi0
-        for f in SPREADS:
-            setattr(var, f, getattr(var, f) * args.spread_scale)
+        scale_variation(var, args.spread_scale, args.phi0)
         res["twin"] = {"spread_scale": args.spread_scale, "phi0": args.phi0, "coupler_sd_rad": var.coupler_sd_rad,
                        "chips": [twin_part(cfg, n, args.targets, args.seed, args.twin_model, args.ps_method, args.iters)
                                  for n in sizes]}

@@ -203,7 +203,7 @@ class ChipProcessor(OpticalProcessor):
         predicts that bias from the layer's input fields (solved from the measured outputs) and the adjoint
         source s, and the difference is added to the measured gradient (a first-order correction: the model's
         own error enters only multiplied by the loss spread)."""
-        m = lay.loss_model.layer(lay.bank.cal.phase(lay.bank._volts))   # type: ignore[union-attr]
+        m = lay.loss_model.layer(lay.bank.cal.phase(lay.bank.written_volts))   # type: ignore[union-attr]
         x = np.linalg.solve(m.matrix(), np.asarray(z, np.complex128).T).T
         _, fu = m.forward(x, record=True)
         v_in, fv = m.backward(np.asarray(s, np.complex128), record=True)

@@ -228,6 +228,11 @@ class PhaseShifterBank:
         self._volts = v.copy()
         self.writes += 1
 
+    @property
+    def written_volts(self) -> NDArray[np.float64]:
+        """The voltages of the last successful write (V); no instrument transaction (read_voltages reads back)."""
+        return self._volts.copy()
+
     def read_voltages(self) -> NDArray[np.float64]:
         """Voltage set-points read back from the driver (V)."""
         v = np.asarray(self.port.get_voltages(), np.float64)
