@@ -10,7 +10,8 @@ For each network (default 784-128-10, batch 64) the epochs of every implementati
     the batch gather), each timed alone - why the bound itself is out of reach of any numpy implementation;
   * with --realistic: the realistic twin (SLM LUT and fringing, efficiency and gain errors, homodyne
     gain, LO phase, offsets, shot and electronic noise, 14-bit ADC; differential error readout);
-  * PyTorch autograd of the same network, if installed (not a lightloop dependency; --no-torch skips it).
+  * PyTorch autograd of the same network, if installed (not a lightloop dependency; --no-torch skips it; a CPU
+    wheel in a scratch venv that sees lightloop's site-packages is enough).
 --scaling adds how the ideal epoch's cost grows with batch size and hidden width (log-log fitted exponents).
 Prints one JSON object.
 
@@ -19,6 +20,9 @@ Examples:
   python benchmarks/free_space_speed.py --realistic --networks 128 256 128,128 --epochs 3
   python benchmarks/free_space_speed.py --scaling --samples 12800
   OPENBLAS_NUM_THREADS=1 python benchmarks/free_space_speed.py --realistic --clock process   # on a shared machine
+  OPENBLAS_NUM_THREADS=1 python benchmarks/free_space_speed.py --clock process --torch-threads 1   # torch, 1 thread too
+With --realistic the JSON also holds realistic_parts_over_ideal: each part of a realistic step timed alone, per epoch,
+over the ideal epoch (SLM gray levels, the twin's SLM field, the optics, the homodyne readings, their noise draws).
 """
 
 from __future__ import annotations
@@ -149,6 +153,38 @@ def noise_draw_seconds(sizes: tuple[int, ...], batch: int, n: int, repeats: int 
     return min(_timed(draws) for _ in range(repeats)) / steps * -(-n // batch)
 
 
+def realistic_parts(proc, batch: int, steps: int, repeats: int = 5, calls: int = 50) -> dict[str, float]:
+    """Seconds per epoch of each part of a realistic step, each timed alone (best of repeats): the HAL's SLM gray
+    levels, the twin's SLM field (pair table, fringing) and weight set-up, the optics (forward and backward products),
+    the homodyne readings (5 per step, 784-H-10, differential) and, inside them, the float64 noise draws alone."""
+    emu, rng = proc.emulator, np.random.default_rng(0)
+    if not all(hasattr(b, "gray_levels") for b in proc.weights):
+        return {}   # the parts below are those of SLM weight blocks
+    params = proc.init_parameters(rng, 0.1)
+    x = rng.random((batch, proc.layer_sizes[0]), dtype=np.float32)
+    proc.program(params)
+    d = proc.forward(x).output - np.eye(proc.layer_sizes[-1], dtype=np.float32)[rng.integers(0, 10, batch)]
+    proc.backward(d)
+    grays = [b.gray_levels(np.clip(p, -1, 1)) for b, p in zip(proc.weights, params)]
+
+    def optics() -> None:
+        emu._gen += 1   # a new weight generation: the cached passes are recomputed
+        emu._backward()
+
+    dets = [*proc.pre_taps, *proc.post_taps, *proc.error_taps, *proc.error_taps]
+    shapes = [(batch, det.n_channels) for det in dets]
+    parts = {
+        "slm_gray_levels": lambda: [b.gray_levels(np.clip(p, -1, 1)) for b, p in zip(proc.weights, params)],
+        "slm_twin_field": lambda: [emu.set_weight_field(i, emu.truth.slm[i].block_field(*g))
+                                   for i, g in enumerate(grays)],
+        "optics_forward_backward": optics,
+        "homodyne_reads": lambda: [det.acquire() for det in dets],
+        "noise_draws_alone": lambda: [(rng.standard_normal(s), rng.standard_normal(s)) for s in shapes],
+    }
+    return {f"{k}_seconds_per_epoch": min(_timed(lambda: [f() for _ in range(calls)]) for _ in range(repeats)) / calls
+            * steps for k, f in parts.items()}
+
+
 #: the clock of every timing: wall time, or with --clock process this process's CPU time (steadier on a shared
 #: machine; equal to wall time for single-threaded BLAS on an idle one)
 CLOCK = time.perf_counter
@@ -160,12 +196,14 @@ def _timed(fn) -> float:
     return CLOCK() - t0
 
 
-def torch_epoch(x, y, t, ws, perm, batch):
+def torch_epoch(x, y, t, ws, perm, batch, threads: int | None = None):
     """Plain PyTorch autograd of the exact network (g' not T), Adam, same batch order; None if torch is absent."""
     try:
         import torch
     except ImportError:
         return None
+    if threads:
+        torch.set_num_threads(threads)
     X, T = torch.from_numpy(x), torch.from_numpy(t)
     W = [torch.tensor(w, requires_grad=True) for w in ws]
     opt = torch.optim.Adam(W, lr=LR)
@@ -204,7 +242,7 @@ def hal_epoch(proc, data: Dataset, batch: int, seed: int) -> float:
 
 
 def compare(data: Dataset, t_all, hidden: list[int], batch: int, epochs: int, realistic: bool,
-            use_torch: bool) -> dict[str, Any]:
+            use_torch: bool, torch_threads: int | None = None) -> dict[str, Any]:
     """Interleaved epochs of every implementation for one network; best of `epochs` each."""
     sizes = (784, *hidden, 10)
     n = data.x_train.shape[0]
@@ -220,7 +258,7 @@ def compare(data: Dataset, t_all, hidden: list[int], batch: int, epochs: int, re
         if real is not None:
             times["realistic"].append(hal_epoch(real, data, batch, e))
         if use_torch:
-            r = torch_epoch(data.x_train, data.y_train, t_all, init_weights(sizes, e), perm, batch)
+            r = torch_epoch(data.x_train, data.y_train, t_all, init_weights(sizes, e), perm, batch, torch_threads)
             if r is not None:
                 times["torch"].append(r["seconds"])
                 torch_info = r
@@ -244,6 +282,8 @@ def compare(data: Dataset, t_all, hidden: list[int], batch: int, epochs: int, re
     if real is not None:
         rt = min(times["realistic"])
         noise = noise_draw_seconds(sizes, batch, n)
+        parts = realistic_parts(real, batch, -(-n // batch))
+        out["realistic_parts_over_ideal"] = {k.replace("_seconds_per_epoch", ""): v / hal for k, v in parts.items()}
         out.update({"realistic_seconds_per_epoch": rt, "realistic_over_ideal": rt / hal,
                     "realistic_epoch_times": times["realistic"], "realistic_error_readout": "differential",
                     "realistic_noise_draw_seconds_per_epoch": noise,
@@ -307,6 +347,8 @@ def main() -> None:
     ap.add_argument("--scaling", action="store_true", help="also fit the cost exponents in batch size and width")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    ap.add_argument("--torch-threads", type=int, default=None,
+                    help="torch.set_num_threads for the PyTorch reference (default: torch's own; 1 next to OPENBLAS_NUM_THREADS=1)")
     ap.add_argument("--clock", choices=["wall", "process"], default="wall",
                     help="wall time, or this process's CPU time (steadier on a loaded machine; use with OPENBLAS_NUM_THREADS=1)")
     a = ap.parse_args()
@@ -316,7 +358,8 @@ def main() -> None:
     n = min(a.samples, full.x_train.shape[0])
     data = Dataset("m", full.x_train[:n], full.y_train[:n], full.x_test[:10], full.y_test[:10], 10)
     t_all = one_hot(data.y_train, 10)
-    runs = [compare(data, t_all, [int(h) for h in net.split(",")], a.batch_size, a.epochs, a.realistic, not a.no_torch)
+    runs = [compare(data, t_all, [int(h) for h in net.split(",")], a.batch_size, a.epochs, a.realistic, not a.no_torch,
+                    a.torch_threads)
             for net in a.networks]
     out: dict[str, Any] = {
         "benchmark": "free_space_speed", "gradient": "pump_probe", "optimizer": "adam", "epochs_timed": a.epochs,

@@ -58,6 +58,9 @@ class GrayLevelLUT:
         passive = np.asarray(passive)
         if passive.dtype != np.float32:
             return self._checkerboard_exact(passive)
+        if passive.ndim == 2 and passive.flags.f_contiguous and not passive.flags.c_contiguous:
+            gp, gm = self.checkerboard_grays(passive.T)     # elementwise: column-major in, column-major out
+            return gp.T, gm.T
         if self._pair_table is None:
             self._pair_table = self._build_pair_table()
         passive = np.ascontiguousarray(passive)

@@ -214,6 +214,10 @@ class AnalogWeightBlock(WeightBlock):
 class SLMWeightBlock(WeightBlock):
     """Phase-SLM checkerboard blocks: |w| = cos(alpha), phases s +- alpha, s = pi for w < 0."""
 
+    #: column-major hidden weights: gray levels and the twin's block field keep the layout, so the twin's first
+    #: product (real inputs, complex SLM field) runs as one real product on the field's (re, im) float32 view
+    param_order = "F"
+
     def __init__(self, port: SLMBlockPort, shape: tuple[int, int], lut: GrayLevelLUT | None = None,
                  max_weight: float = 1.0, efficiency: float = 0.5):
         super().__init__(shape, max_weight, efficiency)

@@ -28,6 +28,13 @@ def apply_fringing(block_field: NDArray, fringing: float) -> NDArray:
         o[:, 2:] += lk[:, :-2]
         o[:, :-2] += lk[:, 2:]
         return o.view(np.complex64)
+    if block_field.dtype == np.complex64 and block_field.ndim == 2 and block_field.T.flags.c_contiguous:
+        # column-major (out, in): the row neighbours are adjacent rows of the (in, 2 out) float32 view, same order
+        flat = block_field.T.view(np.float32)
+        o, lk = flat * (1.0 - 2.0 * fringing), flat * fringing
+        o[1:] += lk[:-1]
+        o[:-1] += lk[1:]
+        return o.view(np.complex64).T
     out = (1.0 - 2.0 * fringing) * block_field
     leak = fringing * block_field
     out[:, 1:] += leak[:, :-1]
@@ -55,7 +62,10 @@ class SLMPhysics:
             table = np.exp(1j * self.phase_table()).astype(np.complex64)
             return apply_fringing(0.5 * (table[gp] + table[gm]), self.fringing)
         pair = (gp.astype(np.uint16) << 8) | gm               # one lookup in the table of every (g+, g-) pair
-        field = np.take(self._pair_table(), pair).view(np.complex64)
+        if pair.ndim == 2 and pair.flags.f_contiguous and not pair.flags.c_contiguous:   # keep a column-major layout
+            field = np.take(self._pair_table(), pair.T).view(np.complex64).T
+        else:
+            field = np.take(self._pair_table(), pair).view(np.complex64)
         return apply_fringing(field, self.fringing)
 
     def _pair_table(self) -> NDArray[np.uint64]:
