@@ -372,11 +372,12 @@ def _slow_tap_intensities(emu, layer: int) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("ports,batch", [(6, 4), (6, 40), (12, 16), (24, 30), (24, 40)])
+@pytest.mark.parametrize("ports,batch", [(6, 4), (6, 40), (12, 16), (24, 30), (24, 40), (24, 80), (40, 40)])
 def test_chip_step_matches_the_per_sample_twin(ports: int, batch: int) -> None:
     """One adjoint step (program, forward, phase gradients, backward errors) on a realistic random chip (noise on,
     same noise draws): the twin's tap records / QR rows and lazy forward chain give the per-sample exposures'
-    result within float32 rounding, for per-sample records (batch < 1.5 N) and QR rows alike."""
+    result within float32 rounding, for dense tap records (N^3 batch <= 2^20: 6/4 ... 24/40), column-pass records
+    (40/40) and QR rows (24/80) alike."""
     import copy
 
     import yaml as _yaml
@@ -404,6 +405,8 @@ def test_chip_step_matches_the_per_sample_twin(ports: int, batch: int) -> None:
             taps = proc.forward(x)
             grads.append(proc.measure_phase_gradients(delta))
         out.append((taps.output, grads, proc.backward(delta)))
+        if not slow:
+            assert (proc.emulator.layers[0]._taps is not None) == (ports ** 3 * batch <= 1 << 20)
     (y1, g1, e1), (y2, g2, e2) = out
     np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-6)
     for a, b in zip(g1, g2):
@@ -411,3 +414,98 @@ def test_chip_step_matches_the_per_sample_twin(ports: int, batch: int) -> None:
             assert np.max(np.abs(ga - gb)) <= 2e-4 * np.max(np.abs(gb)) + 1e-6
     for a, b in zip(e1, e2):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.max(np.abs(b)))
+
+
+# --- issue 15, chip step at small N: dense tap matrices, one noise draw, cheap finite checks ----------------
+def _pass_records(lay: MeshLayer, x: np.ndarray) -> list[np.ndarray]:
+    """Tap records by the column pass (the path dense tap matrices replace for small work)."""
+    import lightloop.physics.mesh as mesh_mod
+
+    keep = mesh_mod.DENSE_WORK
+    mesh_mod.DENSE_WORK = 0
+    try:
+        return lay.tap_record(x)
+    finally:
+        mesh_mod.DENSE_WORK = keep
+
+
+@pytest.mark.parametrize("kind,n,mesh", [("unitary", 5, "rectangular"), ("unitary", 16, "rectangular"),
+                                         ("unitary", 7, "triangular"), ("svd", 6, "rectangular")])
+def test_dense_tap_records_match_the_column_pass(kind: str, n: int, mesh: str) -> None:
+    """Small layers (lossy couplers and waveguides, every stage kind): the record of a batch as one product with the
+    identity's recorded pass equals the column pass within float32 rounding, records still add like fields, and the
+    transfer matrix recorded on the way equals the plain pass's."""
+    rng = np.random.default_rng(n)
+    lay_m = mesh_layout(n, mesh)
+    errs = [MeshErrors(rng.normal(0, 0.05, lay_m.n_mzi), rng.normal(0, 0.05, lay_m.n_mzi),
+                       rng.uniform(0.8, 1.0, (lay_m.n_columns, n))) for _ in range(2)]
+    lay = MeshLayer.build(kind, n, mesh, errs, gain=1.3)
+    lay.set_phases(rng.uniform(-7, 7, lay.n_shifters))
+    x1, x2 = [(rng.standard_normal((9, n)) + 1j * rng.standard_normal((9, n))).astype(np.complex64) for _ in range(2)]
+    assert lay._taps is None
+    dense = lay.tap_record(x1)
+    assert lay._taps is not None                                         # the dense path was taken
+    slow = _pass_records(lay, x1)
+    assert len(dense) == len(slow) == len(lay.stages)
+    for d, s in zip(dense, slow):
+        assert d.shape == s.shape
+        if s.size:
+            np.testing.assert_allclose(d, s, atol=3e-6 * max(1.0, float(np.abs(s).max())))
+    both = [a + b for a, b in zip(lay.tap_record(x1), lay.tap_record(x2))]
+    np.testing.assert_allclose(lay.record_powers(both), lay.record_powers(_pass_records(lay, x1 + x2)), rtol=2e-5)
+    ref = MeshLayer.build(kind, n, mesh, errs, gain=1.3)
+    ref.set_phases(lay.phases)
+    y = np.eye(n, dtype=np.complex64)                                  # the plain pass of the identity
+    for s in ref.stages:
+        y = s.forward(y)
+    np.testing.assert_allclose(lay.matrix(), y.T, atol=2e-6)
+    lay.set_phases(lay.phases + 0.3)                                     # a new write drops the cached matrices
+    assert lay._taps is None and lay._matrix is None
+
+
+def test_dense_taps_only_for_small_work() -> None:
+    """The column pass stays for large batches / meshes (the dense product costs n^3 batch)."""
+    import lightloop.physics.mesh as mesh_mod
+
+    lay = MeshLayer.build("unitary", 32, screen=False)
+    lay.set_phases(np.random.default_rng(0).uniform(0, 6, lay.n_shifters))
+    lay.tap_record(np.ones((mesh_mod.DENSE_WORK // 32 ** 3 + 1, 32), np.complex64))
+    assert lay._taps is None
+    lay.forward(np.ones((64, 32), np.complex64))                        # a large batch: the plain identity pass
+    assert lay._taps is None and lay._matrix is not None
+    lay.set_phases(lay.phases + 0.1)
+    lay.forward(np.ones((8, 32), np.complex64))                         # a small one records it on the way
+    assert lay._taps is not None
+    big = MeshLayer.build("unitary", 40, screen=False)
+    big.forward(np.ones((1, 40), np.complex64))
+    assert big._taps is None
+
+
+def test_chip_twin_receiver_noise_is_the_two_draw_stream() -> None:
+    """One draw of 2 x shape gives the same complex noise as the two draws (real, then imaginary) it replaced."""
+    from lightloop.simulators.chip import ChipEmulator
+
+    emu = ChipEmulator.__new__(ChipEmulator)
+    emu.rng, emu.rdtype = np.random.default_rng(11), np.float32
+    new = emu._cnoise((5, 3), 0.2)
+    rng = np.random.default_rng(11)
+    old = (0.2 / np.sqrt(2)) * (rng.standard_normal((5, 3), dtype=np.float32)
+                                + 1j * rng.standard_normal((5, 3), dtype=np.float32))
+    assert new.dtype == old.dtype and np.array_equal(new, old)
+    assert emu._cnoise((2,), 0.0) == 0.0
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_acquisition_finite_check_is_exact() -> None:
+    """The sum shortcut of the acquisition check: NaN / inf always refused, huge finite readings (a float32 sum that
+    overflows) still accepted."""
+    from lightloop.errors import InstrumentError
+    from lightloop.hal.chip_roles import _finite
+
+    ok = np.full(8, 3e38, np.float32)                                    # sum overflows float32, values finite
+    assert _finite(ok, "t") is ok
+    _finite(np.array([1 + 2j, 3e38 + 3e38j], np.complex64), "t")
+    for bad in (np.array([1.0, np.nan], np.float32), np.array([np.inf, -np.inf]), np.array([1, 1j * np.inf]),
+                np.array([[2.0, 1.0], [np.nan, 0.0]])):
+        with pytest.raises(InstrumentError, match="NaN or inf"):
+            _finite(bad, "t")

@@ -180,7 +180,8 @@ class PhaseShifterBank:
         phases = np.asarray(phases, np.float64)
         if phases.shape != (self.n_channels,):
             raise ValueError(f"{self.name}: expected {self.n_channels} phases, got shape {phases.shape}")
-        if not np.all(np.isfinite(phases)):
+        # a finite sum proves every phase finite; a sum that is not finite is checked element by element
+        if not np.isfinite(np.add.reduce(phases)) and not np.isfinite(phases).all():
             raise SafetyLimitError(f"{self.name}: phases contain NaN or inf; nothing written")
         key = self._solve_key(phases)
         last = self._last
@@ -196,8 +197,7 @@ class PhaseShifterBank:
             delta = delta + TWO_PI * neg
             p = self.cal.powers_for(delta)
         clipped = int(np.count_nonzero((p < 0) | (p > self.p_max_w)))
-        p = np.clip(p, 0.0, self.p_max_w)
-        v = np.minimum(np.sqrt(p * self.cal.resistance_ohm), self.v_max)
+        v = np.minimum(np.sqrt(np.minimum(np.maximum(p, 0.0), self.p_max_w) * self.cal.resistance_ohm), self.v_max)
         self._last = (tuple(a.copy() if isinstance(a, np.ndarray) else a for a in key), v.copy(), clipped)
         return v, clipped
 
@@ -219,8 +219,8 @@ class PhaseShifterBank:
         v = np.asarray(volts, np.float64)
         if v.shape != (self.n_channels,):
             raise ValueError(f"{self.name}: expected {self.n_channels} voltages, got shape {v.shape}")
-        bad = ~np.isfinite(v) | (v < 0) | (v > self.v_max)
-        if bad.any():
+        if not ((v >= 0) & (v <= self.v_max)).all():       # NaN fails both comparisons, inf the upper limit
+            bad = ~np.isfinite(v) | (v < 0) | (v > self.v_max)
             k = int(np.flatnonzero(bad)[0])
             raise SafetyLimitError(f"{self.name}: channel {k} voltage {v[k]!r} V outside [0, {self.v_max[k]:.4g}] V "
                                    f"({int(bad.sum())} channel(s) out of range); nothing written")

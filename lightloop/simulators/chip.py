@@ -234,10 +234,12 @@ class ChipEmulator:
         lay = self.layers[layer]
         out = np.zeros(lay.n_shifters, np.float64)
         xf, xi = fp.xf[layer], self.inject[layer]
-        if (xf is not None or xi is not None) and (not _use_qr(fp.batch, lay.n) or 2 * fp.batch < 3 * lay.n):
+        if (xf is not None or xi is not None) and (lay.dense_work(fp.batch) or not _use_qr(fp.batch, lay.n)
+                                                   or 2 * fp.batch < 3 * lay.n):
             # one tap record per light component, kept: the sum exposure of the adjoint protocol (forward light
-            # + time-reversed injection) adds the forward and injection records instead of a third pass
-            out += lay.record_powers(*[self._record(layer, x) for x in (xf, xi) if x is not None])
+            # + time-reversed injection) adds the forward and injection records instead of a third pass (small
+            # layers: each record one product with the dense tap matrices, cheaper than a QR at any batch)
+            out = lay.record_powers(*[self._record(layer, x) for x in (xf, xi) if x is not None])
         else:
             v = _gram_rows(fp.x_in[layer])
             if v is not None:
@@ -289,7 +291,8 @@ class ChipEmulator:
     def _cnoise(self, shape: tuple[int, ...], sd: float) -> NDArray:
         if not sd:
             return 0.0  # type: ignore[return-value]
-        return (sd / np.sqrt(2)) * (self._noise(shape) + 1j * self._noise(shape))
+        w = self._noise((2, *shape))          # one draw: the same stream as real parts, then imaginary parts
+        return (sd / np.sqrt(2)) * (w[0] + 1j * w[1])
 
     def read_output_fields(self, layer: int) -> NDArray:
         """Coherent receivers at a layer's outputs (forward light), complex volts."""
