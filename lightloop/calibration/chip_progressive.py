@@ -12,8 +12,8 @@ victims), Z(s) = W(ref)^-1 W(s) = V^-1 X_ref^-1 X(s) V does not depend on the do
 residual 0.053 -> 0.024 at N = 64), and V = T_{c-3} ... T_0 is known from the earlier stages, so
 Y(s) = V Z(s) V^H = X_ref^H X(s) with X = T_{c+2} ... T_{c-2}. Far-apart aggressors act on disjoint mode
 windows, so each MZI j of column c is fitted on a 10 x 10 block of Y around its modes, batched over the column
-(Levenberg-Marquardt, finite-difference Jacobian): its phi0, alpha1, P_pi of both heaters, the crosstalk of
-both heaters onto every designed victim, and theta0 and alpha2 of the column-(c-1) MZI whose output it images
+(Levenberg-Marquardt, analytic rank-2 Jacobian: chip_window_jac): its phi0, alpha1, P_pi of both heaters, the
+crosstalk of both heaters onto every designed victim, and theta0 and alpha2 of the column-(c-1) MZI it images
 (theta0 and alpha2 of column c cancel in its own Gram: T_ref^H T(s) = D(-phi) B1^H D(dtheta) B1 D(phi + dphi)).
 Starts come from grids (P_pi from the eigenphases of Y, theta0 and phi0 from the residual over a phase
 grid), so uniform offsets are no harder than small ones. Pass 1 models the victims up to column c (the
@@ -36,18 +36,20 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lightloop.calibration.chip_columns import ColumnState, _update_gains
+from lightloop.calibration.chip_window_jac import blocks as _blocks
+from lightloop.calibration.chip_window_jac import sweep, window_jac
 from lightloop.calibration.mesh_model import MeshModel, propagate
 from lightloop.physics.mzi import MeshLayout
 
 __all__ = ["ProgressiveData", "calibrate_progressive", "measure_columns"]
 
 TWO_PI = 2 * np.pi
-_PI4 = np.pi / 4
 _CORE = (-4, 6)          # core window rows m-4 .. m+5 around an MZI's top mode m (aggressors 12 modes apart)
 _SUB, _WD = 9, 18        # sub-mesh rows m-9 .. m+8: every MZI in the light cone of the core
 _NC = (_CORE[1] - _CORE[0]) ** 2
 _GRAM_INVERSE = True     # Y from W(ref)^-1 W(s) (exact for any downstream loss) instead of W(ref)^H W(s)
 _JAC_BATCH = 16         # (MZI, parameter) perturbations per batched model call of the finite-difference Jacobian
+_ANALYTIC_JAC = True     # stage fits use chip_window_jac's analytic Jacobian (False: batched finite differences)
 
 
 @dataclass
@@ -122,19 +124,6 @@ def measure_columns(lay: Any, layout: MeshLayout, ctx: Any, steps: int = 8, rang
     return ProgressiveData(powers, w, groups, m_raw, powers[raw_i].copy(), s_tot, s_tot + 1)
 
 
-def _blocks(th: NDArray, ph: NDArray, a1: NDArray, a2: NDArray) -> NDArray:
-    """2 x 2 transfers (..., 2, 2) of MZIs (unit loss) at phases th, ph (...) and coupler errors a1, a2."""
-    a1, a2 = a1 + _PI4, a2 + _PI4
-    c1, s1, c2, s2 = np.cos(a1), 1j * np.sin(a1), np.cos(a2), 1j * np.sin(a2)
-    et, ep = np.exp(1j * th), np.exp(1j * ph)
-    t = np.empty(np.broadcast(th, ph, a1, a2).shape + (2, 2), np.complex128)
-    t[..., 0, 0] = (c2 * et * c1 + s2 * s1) * ep
-    t[..., 0, 1] = c2 * et * s1 + s2 * c1
-    t[..., 1, 0] = (s2 * et * c1 + c2 * s1) * ep
-    t[..., 1, 1] = s2 * et * s1 + c2 * c1
-    return t
-
-
 class _Stage:
     """Index tables and the batched window model of the MZIs of column c (window columns c-2 .. c+hi)."""
 
@@ -182,7 +171,10 @@ class _Stage:
         self.jslot, self.uslot = slot_of(self.jf), np.stack([slot_of(u1), slot_of(u2)], 1)
         # crosstalk onto every window heater (slot, t) from its designed aggressors b; j's own two heaters'
         # entries are local parameters (8 + ...), the others come from the state
-        agg_all, ent_all, msk_all = st.neighbours()
+        nb = getattr(st, "_nb_cache", None)             # the crosstalk pattern is fixed: pad its rows once
+        if nb is None or nb[0] is not st.xt_rows or nb[1] is not st.xt_cols:
+            nb = st._nb_cache = (st.xt_rows, st.xt_cols, st.neighbours())
+        agg_all, ent_all, msk_all = nb[2]
         self.nb_agg, self.nb_e = agg_all[self.heat], ent_all[self.heat]               # (K, NS, 2, B)
         self.nb_m = msk_all[self.heat] & self.valid[:, :, None, None]
         nb_p = np.full(self.nb_e.shape, -1)
@@ -281,12 +273,12 @@ class _Stage:
         self.kappa[self.nb_e[ok]] = x[np.nonzero(ok)[0], self.nb_p[ok]]
         self.refresh()
 
-    def model(self, x: NDArray, sel: NDArray | None = None, rows: NDArray | None = None) -> NDArray:
-        """Model core blocks (R, S, 10, 10) of X_ref^H X(s) for local parameters x (R, npar) of the MZIs rows
-        (default all K; repeats allowed: a batched finite-difference Jacobian)."""
+    def phases(self, x: NDArray, sel: NDArray | None = None, rows: NDArray | None = None) -> tuple[NDArray, ...]:
+        """Heater phases (R, S, NS, 2) of the settings and (R, blocks, NS, 2) of their refs (rad), couplers a1, a2
+        (R, NS) for local parameters x (R, npar) of the MZIs rows (default all K; repeats allowed)."""
         st = self.st
         r_ = np.arange(self.K) if rows is None else np.asarray(rows)
-        K, kk = r_.size, np.arange(r_.size)
+        kk = np.arange(r_.size)
         heat, fz = self.heat[r_], self.fz[r_]
         jslot, uslot, loc = self.jslot[r_], self.uslot[r_], self.loc[r_]
         phi0 = st.phi0[heat]                                                      # (R, NS, 2)
@@ -301,7 +293,6 @@ class _Stage:
         kl = np.zeros(loc.shape)
         ok = loc >= 0
         kl[ok] = x[np.nonzero(ok)[0], loc[ok]]
-        half = self.half if sel is None else self.half[sel]
         (own_s, xt_s, pj_s), (own_r, xt_r, pj_r) = self.pre
         own_s, xt_s, pj_s, own_r, xt_r, pj_r = (a[r_] for a in (own_s, xt_s, pj_s, own_r, xt_r, pj_r))
         if sel is not None:
@@ -312,25 +303,17 @@ class _Stage:
                                                    + klx[..., 1] * pj_s[:, :, None, None, 1])
         ph0 = phi0[:, None] + own_r * ipp + xt_r + (klx[..., 0] * pj_r[:, :, None, None, 0]
                                                     + klx[..., 1] * pj_r[:, :, None, None, 1])
-        t = _blocks(ph[..., 0], ph[..., 1], a1[:, None], a2[:, None])
-        t0 = _blocks(ph0[..., 0], ph0[..., 1], a1[:, None], a2[:, None])
-        y = []
-        wd, lrows = self.wd, self.lrows[r_]
-        nc, ki = lrows.shape[1], kk[:, None]
-        valid, mm_ = self.valid[r_], self.M[r_]
-        for b in (t, t0):                     # X applied to the core columns only (rows 0..wd-1; row wd: dummy)
-            u = np.zeros((K, b.shape[1], wd + 1, nc), np.complex128)
-            u[ki, :, lrows, np.arange(nc)[None, :]] = 1.0
-            for sl in self.col_slots:
-                m = np.where(valid[:, sl], mm_[:, sl], wd)                      # (R, ns)
-                m1 = np.where(valid[:, sl], m + 1, wd)
-                bb = np.moveaxis(b[:, :, sl], 1, 2)                            # (R, ns, S, 2, 2)
-                top, bot = u[ki, :, m], u[ki, :, m1]                           # (R, ns, S, nc)
-                u[ki, :, m] = bb[..., 0, 0, None] * top + bb[..., 0, 1, None] * bot
-                u[ki, :, m1] = bb[..., 1, 0, None] * top + bb[..., 1, 1, None] * bot
-            y.append(u[:, :, :wd])
-        x_s, x_r = y[0], y[1][:, half]
-        return np.conj(np.swapaxes(x_r, 2, 3)) @ x_s
+        return ph, ph0, a1, a2
+
+    def model(self, x: NDArray, sel: NDArray | None = None, rows: NDArray | None = None) -> NDArray:
+        """Model core blocks (R, S, 10, 10) of X_ref^H X(s) for local parameters x (R, npar) of the MZIs rows
+        (default all K; repeats allowed: a batched finite-difference Jacobian)."""
+        r_ = np.arange(self.K) if rows is None else np.asarray(rows)
+        ph, ph0, a1, a2 = self.phases(x, sel, rows)
+        half = self.half if sel is None else self.half[sel]
+        x_s = sweep(self, _blocks(ph[..., 0], ph[..., 1], a1[:, None], a2[:, None]), r_)[0][:, :self.wd]
+        x_r = sweep(self, _blocks(ph0[..., 0], ph0[..., 1], a1[:, None], a2[:, None]), r_)[0][:, :self.wd, half]
+        return np.conj(np.moveaxis(x_r, 1, 3)) @ np.moveaxis(x_s, 1, 2)          # (R, S, nc, nc)
 
     def refresh(self) -> None:
         """Per-round constants: own heater powers, crosstalk from every aggressor but j's heaters, j's powers."""
@@ -347,20 +330,21 @@ class _Stage:
 
 def _resid(stage: _Stage, yd: NDArray, x: NDArray, sel: NDArray | None = None,
            rows: NDArray | None = None) -> NDArray:
-    """Real residual (R, 2 * S * 100) of the core blocks of the MZIs rows (default all; invalid entries zero)."""
+    """Real residual (R, 2 * S * 100; re, im interleaved) of the core blocks of the MZIs rows (default all;
+    invalid entries zero)."""
     r_ = np.arange(stage.K) if rows is None else rows
     y = yd[r_] if sel is None else yd[r_][:, sel]
     d = (stage.model(x, sel, rows) - y).reshape(r_.size, -1, _NC)
     d = d * stage.cmask[r_][:, None, :]
-    d = d.reshape(r_.size, -1)
-    return np.concatenate([d.real, d.imag], 1)
+    return np.ascontiguousarray(d).view(np.float64).reshape(r_.size, -1)        # (re, im) interleaved
 
 
 def _lm(fun: Any, x: NDArray, active: NDArray, steps: NDArray, iters: int = 12,
-        jac_fresh: int = 3, fun_rows: Any = None) -> tuple[NDArray, NDArray, NDArray]:
-    """Batched Levenberg-Marquardt (independent problems per row), forward-difference Jacobian (fresh in the
-    first jac_fresh iterations, every 4th and after a rejected step, else re-used; with fun_rows(x, rows) every
-    active (row, parameter) perturbation is evaluated in batched calls); returns x, cost, J^T J."""
+        jac_fresh: int = 3, fun_rows: Any = None, jac: Any = None) -> tuple[NDArray, NDArray, NDArray]:
+    """Batched Levenberg-Marquardt (independent problems per row), Jacobian jac(x) (rows, params, residuals; zero
+    for inactive parameters) or forward differences (with fun_rows(x, rows) every active (row, parameter)
+    perturbation is evaluated in batched calls); fresh in the first jac_fresh iterations, every 4th and after a
+    rejected step, else re-used; returns x, cost, J^T J."""
     r = fun(x)
     cost = (r * r).sum(1)
     lam = np.full(x.shape[0], 1e-3)
@@ -369,22 +353,25 @@ def _lm(fun: Any, x: NDArray, active: NDArray, steps: NDArray, iters: int = 12,
     fresh = 0
     for it in range(iters):
         if it < jac_fresh or it % 4 == 0 or fresh:       # the Jacobian is re-used between refreshes (chord steps)
-            j = np.zeros(r.shape + (x.shape[1],))
-            if fun_rows is None:
-                for i in cols:
-                    xp = x.copy()
-                    xp[:, i] += steps[i]
-                    j[:, :, i] = (fun(xp) - r) / steps[i]
+            if jac is not None:
+                jt = jac(x)                                # zero for inactive parameters
             else:
-                pr, pc = np.nonzero(active)
-                for c0 in range(0, pr.size, _JAC_BATCH):
-                    rr, cc = pr[c0: c0 + _JAC_BATCH], pc[c0: c0 + _JAC_BATCH]
-                    xp = x[rr].copy()
-                    xp[np.arange(rr.size), cc] += steps[cc]
-                    j[rr, :, cc] = (fun_rows(xp, rr) - r[rr]) / steps[cc][:, None]
-            j *= active[:, None, :]
-            a = np.swapaxes(j, 1, 2) @ j                   # J^T J per row (batched BLAS, not einsum)
-        g = (np.swapaxes(j, 1, 2) @ r[..., None])[..., 0]
+                j = np.zeros(r.shape + (x.shape[1],))
+                if fun_rows is None:
+                    for i in cols:
+                        xp = x.copy()
+                        xp[:, i] += steps[i]
+                        j[:, :, i] = (fun(xp) - r) / steps[i]
+                else:
+                    pr, pc = np.nonzero(active)
+                    for c0 in range(0, pr.size, _JAC_BATCH):
+                        rr, cc = pr[c0: c0 + _JAC_BATCH], pc[c0: c0 + _JAC_BATCH]
+                        xp = x[rr].copy()
+                        xp[np.arange(rr.size), cc] += steps[cc]
+                        j[rr, :, cc] = (fun_rows(xp, rr) - r[rr]) / steps[cc][:, None]
+                jt = np.swapaxes(j * active[:, None, :], 1, 2)
+            a = jt @ np.swapaxes(jt, 1, 2)                 # J^T J per row (batched BLAS, not einsum)
+        g = (jt @ r[..., None])[..., 0]
         dg = np.maximum(np.diagonal(a, axis1=1, axis2=2), 1e-12)
         moved, prev = np.zeros(x.shape[0]), cost.copy()
         for _t in range(5):
@@ -457,7 +444,8 @@ def _stage_fit(st: ColumnState, data: ProgressiveData, c: int, hi: int, kappa: N
     for r in range(rounds):
         x = stage.pack() if r else x
         x, cost, a = _lm(lambda z: _resid(stage, yd, z), x, stage.active, steps, iters,
-                         fun_rows=lambda z, rr: _resid(stage, yd, z, rows=rr))
+                         fun_rows=lambda z, rr: _resid(stage, yd, z, rows=rr),
+                         jac=(lambda z: window_jac(stage, z)) if _ANALYTIC_JAC else None)
         stage.unpack(x)
     n_res = 2 * stage.cmask.sum(1) * yd.shape[1]
     scale = np.sqrt(np.mean(np.abs(yd) ** 2, axis=(1, 2, 3)))
