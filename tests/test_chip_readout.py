@@ -221,3 +221,42 @@ def test_backward_taps_pin_the_column_loss_that_forward_taps_leave_to_the_tap_ga
             d = (fit_mean - fit_mean.mean()) - (true_mean - true_mean.mean())
             assert np.max(np.abs(d)) < 1e-3 < np.max(np.abs(true_mean - true_mean.mean()))
     assert spreads["both"] < 2e-3 < spreads["forward"], spreads
+
+
+@pytest.mark.parametrize("n, screen, back", [(5, True, True), (4, False, False)])
+def test_loss_fit_jacobian_products_equal_finite_differences_of_the_residual(n, screen, back):
+    """The loss-aware fit never forms its Jacobian: J v (forward mode) and J^T u (reverse mode) through the
+    column-local propagation must equal central finite differences of the residual (every parameter block:
+    waveguide loss with its gauge, couplers, heater offsets incl. the screen, the four gains, tap gains)."""
+    from lightloop.calibration.chip_losses import LossProblem
+    from lightloop.physics.mzi import mesh_layout
+
+    rng = np.random.default_rng(4)
+    k = mesh_layout(n, "rectangular").n_mzi
+    nch = 2 * k + (n if screen else 0)
+    cplx = lambda *s: rng.normal(size=s) + 1j * rng.normal(size=s)
+    data = {"phases": [rng.uniform(0, 2 * np.pi, nch) for _ in range(3)], "zf": [cplx(n, n) for _ in range(3)],
+            "zb": [cplx(n, n) for _ in range(3)], "taps": [rng.uniform(0, 1, (n, nch)) for _ in range(3)]}
+    prob = LossProblem(n, "rectangular", screen, 0.99, (rng.normal(0, .03, k), rng.normal(0, .03, k)), amp=1.3,
+                       taps_b=[rng.uniform(0, 1, (n, nch)) for _ in range(3)] if back else None, tap_weight=0.7,
+                       **data)
+    p = rng.normal(0, 0.05, prob.n_params)
+    r = prob.linearize(p)
+    jac = np.stack([prob.jvp(e) for e in np.eye(prob.n_params)], 1)
+    h, fd = 1e-6, np.empty_like(jac)
+    for i in range(prob.n_params):
+        q = p.copy()
+        q[i] += h
+        rp = prob.residual(q)
+        q[i] -= 2 * h
+        fd[:, i] = (rp - prob.residual(q)) / (2 * h)
+    prob.linearize(p)
+    assert r.size == fd.shape[0] and np.abs(jac).max() > 0.1
+    assert np.abs(jac - fd).max() < 1e-7 * np.abs(jac).max()
+    u = rng.normal(size=r.size)
+    np.testing.assert_allclose(prob.vjp(u), jac.T @ u, rtol=1e-10, atol=1e-10 * np.abs(jac.T @ u).max())
+    # the gauge: a uniform shift of every waveguide's log transmission is no parameter (whole mesh with
+    # backward taps, per column without)
+    shift = np.zeros(prob.n_params)
+    shift[: prob.ncol * n] = 1.0
+    assert np.abs(prob.jvp(shift)).max() < 1e-12

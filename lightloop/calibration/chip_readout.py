@@ -26,11 +26,12 @@ forward light on (random batches, random phases of the earlier layers):
   slope gain  the activations a(p) so measured are fitted with the ring model a = sqrt(S T(d + k p)) per
               neuron; the slope output divided by the model's da/dp is the slope readout's gain.
 
-Uneven waveguide loss (layers up to `readout_loss_max_ports`, default 32): the taps are also read with each
+Uneven waveguide loss (layers up to `readout_loss_max_ports`, default 64): the taps are also read with each
 adjoint source lit (same tap gains; they pin every column's loss, which forward taps leave to the tap gains) and
 all data are refitted with a loss-aware mesh model (lightloop.calibration.chip_losses: per-waveguide
-transmission, couplers, phase offsets, refined gains and tap gains; above 8 ports the fit uses the taps of
-`readout_loss_lit_ports` (4) lit ports per setting); its residuals are then the pass/fail test. The HAL keeps it
+transmission, couplers, phase offsets, refined gains and tap gains, exact matrix-free Jacobian products; above
+8 ports the taps weigh as `readout_loss_lit_ports` (4) lit ports per setting); its residuals are then the
+pass/fail test. The HAL keeps it
 as ChipLayer.loss_model, and the adjoint adds the model's bias of the time-reversal step (exact for uniform loss
 only). Larger layers keep the nominal-loss fit, whose tap gains absorb the true loss's deviation. Probes: `readout_settings` (8) random
 phase settings at `readout_field` (3.0, the encoder's full amplitude) per lit port.
@@ -168,8 +169,8 @@ class ReadoutRoutine(Routine):
         batch = int(ctx.options.get("readout_batch", 64))
         amp = float(ctx.options.get("readout_field", 3.0))   # the encoder's full amplitude (field_scale)
         threshold = float(ctx.options.get("readout_fit_threshold", 0.02))
-        loss_ports = int(ctx.options.get("readout_loss_max_ports", 32))   # loss-aware refinement up to this size
-        lit_ports = int(ctx.options.get("readout_loss_lit_ports", 4))     # taps of lit ports per setting in the fit
+        loss_ports = int(ctx.options.get("readout_loss_max_ports", 64))   # loss-aware refinement up to this size
+        lit_ports = int(ctx.options.get("readout_loss_lit_ports", 4))     # tap weight: as this many lit ports
         rng = ctx.rng(31)
         acq = writes = 0
         _all_dark(proc)
@@ -227,7 +228,7 @@ class ReadoutRoutine(Routine):
                                       taps_b=list(np.array(taps_b).reshape(n_set, n, -1)))
                 fits[-1].update({g: lf[g] for g in ("g_out", "t_inj", "g_in", "t_adj", "m")}, loss=lf)
                 res.meta["layers"][str(li)]["loss_fit"] = {q: lf[q] for q in (
-                    "field_rms_rel", "taps_rms_rel", "cost_ratio", "loss_rms_db", "evaluations")}
+                    "field_rms_rel", "taps_rms_rel", "cost_ratio", "loss_rms_db", "evaluations", "cpu_seconds")}
             checks = (("injector -> output receivers", r_f), ("adjoint source -> input receivers", r_b),
                       ("injector -> taps", r_t))
             if "loss" in fits[-1]:     # the loss-aware model is the one the HAL uses: its residuals are the test
