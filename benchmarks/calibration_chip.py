@@ -134,18 +134,32 @@ def scaling(cfg, n: int, fit: bool, seed: int = 1) -> dict:
     return out
 
 
+def _expected_max_normal(m: int, draws: int = 4000) -> float:
+    """Expected max |z| over m independent standard normals (Monte Carlo, fixed seed)."""
+    z = np.random.default_rng(0).standard_normal((draws, m))
+    return float(np.abs(z).max(1).mean())
+
+
 def sized(cfg, n: int, args, seed: int) -> dict:
     """Every chip routine on a single-layer chip of n ports: status, acquisitions, wall time, truth errors."""
     proc = _chip(cfg, n - 2, min(4, n), seed, [])
     names = [r.name for r in routines_for(proc)]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         outcomes = calibrate(proc, names, RunContext(seed=seed, options=_options(args)))
     except Exception as e:  # noqa: BLE001 - a failure is a figure of this benchmark
         return {"N": n, "seed": seed, "error": f"{type(e).__name__}: {e}", "seconds": time.perf_counter() - t0}
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rep = twin_truth_report(proc, outcomes)
+    chip_s = float(proc.emulator.clock_s)            # the twin's own clock: settling and exposure of every acquisition
+    rate = float(cfg.processor.chip.variation.drift_rad_per_sqrt_s)
     out = {"N": n, "seed": seed, "heaters": proc.layers[0].bank.n_channels,
-           "wall_seconds": round(time.perf_counter() - t0, 1), "routines": {}}
+           "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "chip_seconds": round(chip_s, 2),
+           # scale of the phi0 random walk over the whole calibration (first acquisition to grading): sd of one
+           # heater and the expected max over all heaters; heaters measured later drift less before the grading
+           "drift_sd_rad": rate * np.sqrt(chip_s),
+           "drift_expected_max_rad": rate * np.sqrt(chip_s) * _expected_max_normal(proc.layers[0].bank.n_channels),
+           "routines": {}}
     for o in outcomes:
         r, res = rep.get(o.routine, {}), o.result
         out["routines"][o.routine] = {"status": o.status, "reason": (o.reason or "")[:200],
@@ -179,9 +193,13 @@ def main() -> None:
     ap.add_argument("--sizes", default="", help="comma-separated N: single-layer chips through every routine")
     ap.add_argument("--method", choices=["global", "columns", "progressive"], default=None,
                     help="phase_shifters engine (default: the routine's, progressive for rectangular meshes)")
+    ap.add_argument("--drift", type=float, default=None,
+                    help="heater phi0 drift, rad per sqrt(s) (default: the config's, 0.001)")
     args = ap.parse_args()
     cfg = load_config(CONFIG)
     cfg.processor.mesh = args.mesh
+    if args.drift is not None:
+        cfg.processor.chip.variation.drift_rad_per_sqrt_s = args.drift
     scale_variation(cfg.processor.chip.variation, args.spread_scale, args.phi0)
     if args.sizes:
         rows = [sized(cfg, int(n), args, seed) for n in args.sizes.split(",") if n.strip()
