@@ -11,6 +11,10 @@ cluster + worker imports), the tail (last run ends -> the sweep returns: table, 
 the steady dispatch gap between two runs on one worker (1 worker: next start - previous end, median) and the
 fixed overhead per task = (sweep seconds - plain-loop seconds) / N. Speed-up 1 -> 2 workers = T(1) / T(2).
 The machine's load average is recorded before and after: 2 workers need 2 idle cores to reach 2x.
+The split of run_point time (plain loop, in this process, timers wrapped around the functions): epochs (training and
+test evaluation), learning-curve plot, checkpoint saves (checkpoint.npz and best.npz), metrics-log appends, run
+records (provenance, log, QCoDeS DataSet) and the rest (config, dataset, bench build, run folder).
+--run-plots and --checkpoint-seconds pass the sweep's settings of the same names (default: the sweep's defaults).
 
 Example:
   OPENBLAS_NUM_THREADS=1 python benchmarks/sweep_throughput.py --runs 12 --epochs 20 --repeats 2
@@ -28,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import lightloop.sweep as sweep_mod
 from lightloop.sweep import SweepSpec, run_point, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,21 +44,80 @@ def make_spec(out: Path, a: argparse.Namespace) -> SweepSpec:
     if a.hidden:
         fixed["hidden"] = [a.hidden]
     data_dir = a.data_dir or os.environ.get("LIGHTLOOP_DATA_DIR")
-    return SweepSpec(Path(a.config), {"seed": list(range(a.runs))}, fixed, 1, out,
+    spec = SweepSpec(Path(a.config), {"seed": list(range(a.runs))}, fixed, 1, out,
                      Path(data_dir) if data_dir else None)
+    for name in ("run_plots", "checkpoint_seconds"):   # the sweep's run settings, where this version has them
+        if getattr(a, name) is not None and hasattr(spec, name):
+            setattr(spec, name, getattr(a, name))
+    return spec
+
+
+class Split:
+    """Cumulative seconds spent inside wrapped functions (in this process), by part."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self._undo: list[tuple[Any, str, Any]] = []
+
+    def wrap(self, owner: Any, attr: str, part: str) -> None:
+        """Time every call of owner.attr under `part` (skipped if this version has no such attribute)."""
+        fn = getattr(owner, attr, None)
+        if fn is None:
+            return
+
+        def timed(*args: Any, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kw)
+            finally:
+                self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - t0
+                self.calls[part] = self.calls.get(part, 0) + 1
+        self._undo.append((owner, attr, fn))
+        setattr(owner, attr, timed)
+
+    def __enter__(self) -> "Split":
+        import lightloop.training.trainer as tr
+        from lightloop.records.recording import RunRecording
+        from lightloop.training.reporting import MetricsLog
+
+        self.wrap(sweep_mod, "run_point", "run_point")
+        self.wrap(tr.Trainer, "_epoch", "epochs")
+        self.wrap(tr, "plot_learning_curve", "plot")
+        self.wrap(tr, "save_checkpoint", "checkpoint")
+        for attr in ("write", "sync"):
+            self.wrap(MetricsLog, attr, "metrics_log")
+        for attr in ("__enter__", "attach", "finish", "__exit__"):
+            self.wrap(RunRecording, attr, "records")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for owner, attr, fn in reversed(self._undo):
+            setattr(owner, attr, fn)
+
+    def per_run(self, runs: int) -> dict[str, Any]:
+        """Mean seconds per run of each part, 'other' the rest of run_point, and the number of calls per run."""
+        total = self.seconds.get("run_point", 0.0)
+        parts = {k: v / runs for k, v in self.seconds.items() if k != "run_point"}
+        parts["other"] = total / runs - sum(parts.values())
+        return {"run_point_seconds": total / runs, "parts_seconds": parts,
+                "parts_share": {k: v * runs / total for k, v in parts.items()} if total else {},
+                "calls_per_run": {k: v / runs for k, v in self.calls.items() if k != "run_point"}}
 
 
 def plain_loop(spec: SweepSpec) -> dict[str, Any]:
     """The sweep's tasks through run_point, one after the other, in this process."""
     tasks = spec.tasks()
     t0 = time.perf_counter()
-    rows = [run_point(t) for t in tasks]
+    with Split() as split:
+        rows = [sweep_mod.run_point(t) for t in tasks]
     total = time.perf_counter() - t0
     bad = [r for r in rows if r["status"] != "ok"]
     if bad:
         raise RuntimeError(f"plain loop: {len(bad)} runs failed, first: {bad[0]['error']}")
     return {"seconds": total, "runs_per_second": len(rows) / total,
-            "mean_run_seconds": statistics.fmean(r["wall_seconds"] for r in rows)}
+            "mean_run_seconds": statistics.fmean(r["wall_seconds"] for r in rows),
+            "median_run_seconds": statistics.median(r["wall_seconds"] for r in rows), "split": split.per_run(len(rows))}
 
 
 def dask_sweep(spec: SweepSpec, workers: int) -> dict[str, Any]:
@@ -69,7 +133,8 @@ def dask_sweep(spec: SweepSpec, workers: int) -> dict[str, Any]:
     out = {"workers": workers, "seconds": total, "runs_per_second": len(rows) / total,
            "startup_seconds": starts[0] - t0_unix, "tail_seconds": t0_unix + total - ends[-1],
            "steady_runs_per_second": (len(rows) - 1) / (ends[-1] - starts[0]) if len(rows) > 1 else None,
-           "mean_run_seconds": statistics.fmean(float(r["wall_seconds"]) for r in rows)}
+           "mean_run_seconds": statistics.fmean(float(r["wall_seconds"]) for r in rows),
+           "median_run_seconds": statistics.median(float(r["wall_seconds"]) for r in rows)}   # without 1st-run imports
     if workers == 1:   # one worker runs the tasks back to back: the gap is the scheduler's dispatch per task
         order = sorted(rows, key=lambda r: float(r["started_unix"]))
         gaps = [float(b["started_unix"]) - float(a["finished_unix"]) for a, b in zip(order, order[1:])]
@@ -94,6 +159,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=12, help="trainings per sweep (N)")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of the three ways (best is reported)")
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--run-plots", choices=["auto", "on", "off"], default=None,
+                    help="the sweep's --run-plots (default: the sweep's default)")
+    ap.add_argument("--checkpoint-seconds", type=float, default=None,
+                    help="the sweep's --checkpoint-seconds (default: the sweep's default)")
+    ap.add_argument("--skip-dask", action="store_true", help="only the plain loop (and its split)")
     a = ap.parse_args()
     load_before = list(os.getloadavg())
     work = Path(tempfile.mkdtemp(prefix="lightloop-sweep-bench-"))
@@ -102,11 +172,17 @@ def main() -> None:
         ways: dict[str, list[dict[str, Any]]] = {"plain_loop": [], "dask_1_worker": [], "dask_2_workers": []}
         for r in range(a.repeats):
             ways["plain_loop"].append(plain_loop(make_spec(work / f"plain{r}", a)))
-            ways["dask_1_worker"].append(dask_sweep(make_spec(work / f"d1_{r}", a), 1))
-            ways["dask_2_workers"].append(dask_sweep(make_spec(work / f"d2_{r}", a), 2))
+            if not a.skip_dask:
+                ways["dask_1_worker"].append(dask_sweep(make_spec(work / f"d1_{r}", a), 1))
+                ways["dask_2_workers"].append(dask_sweep(make_spec(work / f"d2_{r}", a), 2))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    best = {k: min(v, key=lambda x: x["seconds"]) for k, v in ways.items()}
+    best = {k: min(v, key=lambda x: x["seconds"]) for k, v in ways.items() if v}
+    if a.skip_dask:
+        print(json.dumps({"benchmark": "sweep_throughput", "runs": a.runs, "epochs": a.epochs, "best": best,
+                          "run_point_split": best["plain_loop"]["split"], "all": ways,
+                          "load_average_before": load_before, "load_average_after": list(os.getloadavg())}))
+        return
     plain, d1, d2 = best["plain_loop"], best["dask_1_worker"], best["dask_2_workers"]
     out = {
         "benchmark": "sweep_throughput", "runs": a.runs, "dataset": a.dataset, "epochs": a.epochs,
@@ -118,15 +194,18 @@ def main() -> None:
         "speedup_1_to_2_workers_steady": d2["steady_runs_per_second"] / d1["steady_runs_per_second"],
         "dask_1_worker_over_plain_loop": d1["seconds"] / plain["seconds"],
         "overhead_per_task_seconds": (d1["seconds"] - plain["seconds"]) / a.runs,
+        "overhead_per_task_steady_seconds": (d1["seconds"] - d1["startup_seconds"] - d1["tail_seconds"]
+                                             - plain["seconds"]) / a.runs,
+        "fixed_overhead_seconds_1_worker": d1["startup_seconds"] + d1["tail_seconds"],
         "dispatch_gap_per_task_seconds": d1["dispatch_gap_seconds_median"],
         "startup_seconds_1_worker": d1["startup_seconds"], "startup_seconds_2_workers": d2["startup_seconds"],
         "mean_run_seconds_plain": plain["mean_run_seconds"], "mean_run_seconds_dask_1": d1["mean_run_seconds"],
-        "best": best, "all": ways,
+        "run_point_split": plain["split"], "best": best, "all": ways,
         "load_average_before": load_before, "load_average_after": list(os.getloadavg()),
         "blas_threads_env": os.environ.get("OPENBLAS_NUM_THREADS"),
         "note": ("overhead_per_task = (1-worker sweep - plain loop) / N: cluster start-up, worker imports, dispatch, "
-                 "result table rewrites and the final summary/plots, spread over N; dispatch_gap is the steady "
-                 "per-task part alone. 2-worker figures need 2 idle cores (see the load averages)."),
+                 "result table rewrites and the final summary/plots, spread over N; overhead_per_task_steady leaves out "
+                 "the fixed start-up and tail (fixed_overhead); dispatch_gap is the scheduler's part alone. 2-worker figures need 2 idle cores (see the load averages)."),
     }
     print(json.dumps(out))
 

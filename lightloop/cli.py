@@ -317,7 +317,9 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
     settings = TrainSettings(epochs=args.epochs or t.epochs, batch_size=args.batch_size or t.batch_size,
                              loss=getattr(args, "loss", None) or t.loss,
                              seed=t.seed if args.seed is None else args.seed, init_scale=init_scale,
-                             progress=not args.no_progress and sys.stderr.isatty())
+                             progress=not args.no_progress and sys.stderr.isatty(),
+                             plot=getattr(args, "run_plots", True),                     # sweeps may turn these off
+                             checkpoint_seconds=getattr(args, "checkpoint_seconds", 0.0))
     from lightloop.training.run_folder import RunFolder, file_digest, unique_run_dir
 
     config_path = Path(args.config or default_config_path())

@@ -2,6 +2,7 @@
 
     lightloop sweep --config FILE --grid PARAM=v1,v2,... [--grid ...] [--repeat N]
                     [--set KEY=VALUE ...] [--scheduler ADDRESS] [--out DIR]
+                    [--run-plots {auto,on,off}] [--checkpoint-seconds S]
 
 Each (grid point, repeat) is one `lightloop train` run (the same code path: `cli.run_training`) in
 its own directory OUT/runs/<point>_r<repeat>, executed as a Dask task: on a LocalCluster of worker
@@ -21,6 +22,11 @@ every finished run; re-running the same command skips rows whose status is ok (f
 ones run again; a run interrupted mid-training continues from its checkpoint). OUT/summary.csv
 holds mean/std over repeats per point, OUT/heatmap.png the metric over the first two grid
 parameters (a 1-D sweep also gets OUT/curve.png).
+
+Short points stay cheap: each point's learning-curve PNG (~0.8 s, more than a short training) is drawn only with
+--run-plots on, or auto (the default) when the sweep holds at most 20 runs - its metrics.jsonl keeps the curve's
+numbers either way; a point checkpoints every --checkpoint-seconds (default 30) and after its last epoch, so a
+killed point redoes at most that much training (and one epoch) when the sweep is re-run.
 """
 
 from __future__ import annotations
@@ -109,6 +115,8 @@ METRICS = ("test_accuracy", "test_error", "best_test_accuracy", "best_epoch", "e
            "samples_per_second", "measurements_per_step", "optical_depth", "feedback_clicks_per_gate", "wall_seconds")
 #: largest number of trainings one sweep may hold (points x repeats)
 MAX_RUNS = 100_000
+#: --run-plots auto draws each point's learning curve when the sweep holds at most this many runs
+AUTO_PLOT_RUNS = 20
 
 
 def _canon(name: str) -> str:
@@ -187,8 +195,14 @@ class SweepSpec:
     """A resolved sweep: config, fixed settings, grid, repeats and output directory."""
 
     def __init__(self, config: Path, grid: dict[str, list[Any]], fixed: dict[str, Any], repeat: int,
-                 out: Path, data_dir: Path | None):
+                 out: Path, data_dir: Path | None, run_plots: str = "auto", checkpoint_seconds: float = 30.0):
         from lightloop.config import load_config
+
+        if run_plots not in ("auto", "on", "off"):
+            raise ConfigError(f"--run-plots: expected auto, on or off, got {run_plots!r}")
+        if not (math.isfinite(checkpoint_seconds) and checkpoint_seconds >= 0):
+            raise ConfigError(f"--checkpoint-seconds: expected seconds >= 0 (0: every epoch), got {checkpoint_seconds}")
+        self.run_plots, self.checkpoint_seconds = run_plots, float(checkpoint_seconds)
 
         self.config = config.resolve()
         self.cfg = load_config(self.config)
@@ -266,6 +280,7 @@ class SweepSpec:
     def tasks(self) -> list[dict[str, Any]]:
         """One task per (point, repeat)."""
         out = []
+        plots = {"on": True, "off": False}.get(self.run_plots, len(self.points) * self.repeat <= AUTO_PLOT_RUNS)
         for p in self.points:
             key = point_key(p)
             train, opts = self.settings(p)
@@ -274,7 +289,8 @@ class SweepSpec:
                 out.append({"key": key, "repeat": r, "point": p, "train": {**train, "seed": seed},
                             "gradient_options": opts, "overrides": self.overrides(p), "config": str(self.config),
                             "data_dir": str(self.data_dir) if self.data_dir else None,
-                            "out": str(self.out / "runs" / _slug(key, r))})
+                            "out": str(self.out / "runs" / _slug(key, r)), "run_plots": plots,
+                            "checkpoint_seconds": self.checkpoint_seconds})
         return out
 
 
@@ -297,6 +313,7 @@ def _namespace(task: dict[str, Any]) -> argparse.Namespace:
         args.realistic = not task["train"]["ideal"]
     args.gradient_option = [f"{k}={_fmt(v)}" for k, v in task["gradient_options"].items()]
     args.config_overrides = dict(task.get("overrides") or {})
+    args.run_plots, args.checkpoint_seconds = task.get("run_plots", True), task.get("checkpoint_seconds", 0.0)
     return args
 
 
@@ -529,7 +546,8 @@ def _handler(args: argparse.Namespace) -> int:
 
         args.config = default_config_path()
     spec = SweepSpec(args.config, parse_grid(args.grid), parse_set(args.set or []), args.repeat,
-                     args.out or runs_root() / f"sweep-{Path(args.config).stem}", args.data_dir)
+                     args.out or runs_root() / f"sweep-{Path(args.config).stem}", args.data_dir, args.run_plots,
+                     args.checkpoint_seconds)
     from lightloop.records import RunRecording
     from lightloop.records.runs import calibration_of_runs
 
@@ -548,7 +566,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="run a grid of trainings on Dask (resumable), write a table and a heatmap",
                        description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    from lightloop.cli import existing_dir, int_in, writable_dir
+    from lightloop.cli import _bounded, existing_dir, int_in, writable_dir
 
     p.add_argument("--config", type=Path, default=None, help="lab config YAML (default: simulated free-space SA bench)")
     p.add_argument("--grid", action="append", required=True, metavar="PARAM=v1,v2,...",
@@ -566,6 +584,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="results table format")
     p.add_argument("--metric", default="test_accuracy", choices=METRICS, help="column summarised and plotted")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--run-plots", choices=["auto", "on", "off"], default="auto",
+                   help=f"each point's learning-curve PNG (~0.8 s a point); auto: on for sweeps of at most "
+                        f"{AUTO_PLOT_RUNS} runs (default: auto; summary, heatmap and metrics.jsonl are always written)")
+    p.add_argument("--checkpoint-seconds", type=_bounded("seconds", 0.0, 1e9), default=30.0, metavar="S",
+                   help="checkpoint a point at most every S s of training and after its last epoch (0: every "
+                        "epoch); a killed point redoes at most S s and one epoch (default: 30)")
     p.add_argument("--bench-lock", choices=["auto", "on", "off"], default="auto",
                    help="one run at a time per bench (a Dask lock named bench:<bench>; auto: on for real instruments)")
     p.set_defaults(handler=_handler)

@@ -23,6 +23,7 @@ from lightloop.training.reporting import MetricsLog, plot_learning_curve
 from lightloop.training.run_folder import RunFolder
 
 _log = logging.getLogger("lightloop.training")
+_clock = time.monotonic   # the checkpoint cadence's clock (s); tests replace it
 
 __all__ = ["TrainSettings", "TrainResult", "Trainer", "evaluate", "predict", "targets_for", "classes_of"]
 
@@ -38,6 +39,12 @@ class TrainSettings:
     init_scale: float = 0.1
     eval_batch_size: int = 1000
     progress: bool = True
+    #: per-run learning-curve PNG (and the processor's own run figures) at the end of the run
+    plot: bool = True
+    #: checkpoint (checkpoint.npz, best.npz, metrics.jsonl fsync) after the first and last epoch of a fit and
+    #: otherwise at most every this many wall seconds; 0: after every epoch. A killed run resumes from its last
+    #: checkpoint and redoes the epochs since (a folder with results but no checkpoint could not be resumed).
+    checkpoint_seconds: float = 0.0
 
 
 @dataclass
@@ -103,7 +110,8 @@ def evaluate(processor: OpticalProcessor, x: NDArray, y: NDArray, n_classes: int
 
 
 class Trainer:
-    """Runs a gradient method on a processor with an optimizer; checkpoints every epoch."""
+    """Runs a gradient method on a processor with an optimizer; checkpoints every epoch (or every
+    settings.checkpoint_seconds)."""
 
     def __init__(self, processor: OpticalProcessor, method: GradientMethod, optimizer: Optimizer,
                  settings: TrainSettings, out_dir: Path | str | None = None, tag: str = "",
@@ -189,26 +197,36 @@ class Trainer:
         targets = targets_for(data.y_train, data.n_classes, self.processor.layer_sizes[-1])
         n = data.x_train.shape[0]
         steps = (n + s.batch_size - 1) // s.batch_size
+        if log:
+            log.fsync = s.checkpoint_seconds <= 0      # with a cadence, lines reach the disk at each checkpoint
+        last_save, best_params = _clock(), None
         try:
             for epoch in range(start, s.epochs + 1):
                 rec = self._epoch(epoch, data, targets, params, rng, steps)
                 history.append(rec)
                 if rec["test_accuracy"] > best["test_accuracy"]:
                     best = {"test_accuracy": rec["test_accuracy"], "epoch": epoch}
-                    if self.out_dir:
-                        save_checkpoint(self.out_dir / "best.npz", {"epoch": epoch, "params": params})
+                    best_params = {"epoch": epoch, "params": [p.copy() for p in params]}
                 if log:
                     log.write(rec)
+                due = (epoch in (start, s.epochs) or s.checkpoint_seconds <= 0   # the first: a resumable folder
+                       or _clock() - last_save >= s.checkpoint_seconds)
+                if self.out_dir and best_params is not None and due:
+                    save_checkpoint(self.out_dir / "best.npz", best_params)
+                    best_params = None
                 _log.info("epoch %d/%d: train loss %.4g accuracy %.4f | test loss %s accuracy %.4f | %.2f s/epoch",
                           epoch, s.epochs, rec["train_loss"], rec["train_accuracy"],
                           "-" if rec.get("test_loss") is None else f"{rec['test_loss']:.4g}", rec["test_accuracy"],
                           rec["epoch_seconds"])
-                if ckpt is not None:
+                if ckpt is not None and due:
+                    if log:
+                        log.sync()                     # the log holds every epoch the checkpoint names
                     save_checkpoint(ckpt, self._state(epoch, params, rng, history, best))
+                    last_save = _clock()
         except BaseException:
             self.processor.safe_state()
             raise
-        if self.out_dir and history:
+        if self.out_dir and history and s.plot:
             st = self.settings
             plot_learning_curve(history, self.out_dir / "learning_curve.png", self.tag,
                                 f"{self.method.name}, {type(self.optimizer).__name__} lr {self.optimizer.lr:g}, batch "
