@@ -301,7 +301,7 @@ def fit_exponent(xs: list[float], ys: list[float]) -> float:
 
 
 def scaling(data: Dataset, epochs: int) -> dict[str, Any]:
-    """Ideal-twin and plain-numpy epoch cost against batch size (hidden 128) and hidden width (batch 64)."""
+    """Ideal-twin and plain-numpy epoch cost against batch size (hidden 128), hidden width and depth (batch 64)."""
     t_all = one_hot(data.y_train, 10)
     rows: dict[str, list[dict[str, Any]]] = {"batch": [], "width": []}
     for batch in (16, 32, 64, 128, 256):
@@ -312,13 +312,20 @@ def scaling(data: Dataset, epochs: int) -> dict[str, Any]:
         r = compare(data, t_all, [width], 64, epochs, False, False)
         rows["width"].append({"hidden": width, **{k: r[k] for k in ("hal_seconds_per_epoch", "plain_numpy_seconds_per_epoch",
                                                                      "matmul_bound_seconds_per_epoch")}})
+    rows["depth"] = []
+    for depth in (1, 2, 3, 4):
+        r = compare(data, t_all, [128] * depth, 64, epochs, False, False)
+        rows["depth"].append({"hidden_layers": depth, **{k: r[k] for k in ("hal_seconds_per_epoch",
+                                                                           "plain_numpy_seconds_per_epoch",
+                                                                           "matmul_bound_seconds_per_epoch")}})
     out: dict[str, Any] = {"samples": int(data.x_train.shape[0]), **rows}
-    for axis, key in (("batch", "batch_size"), ("width", "hidden")):
+    for axis, key in (("batch", "batch_size"), ("width", "hidden"), ("depth", "hidden_layers")):
         xs = [row[key] for row in rows[axis]]
         out[f"{axis}_exponent"] = {impl: fit_exponent(xs, [row[f"{impl}_seconds_per_epoch"] for row in rows[axis]])
                                    for impl in ("hal", "plain_numpy", "matmul_bound")}
     out["note"] = ("seconds per epoch ~ batch**batch_exponent at fixed samples (per-step overheads amortise: < 0) "
-                   "and ~ hidden**width_exponent at batch 64 (-> 1 once the products dominate)")
+                   "and ~ hidden**width_exponent at batch 64 (-> 1 once the products dominate); ~ hidden_layers**"
+                   "depth_exponent for 784-128x(hidden_layers)-10 at batch 64 (the 784-wide first layer dominates: < 1)")
     return out
 
 

@@ -345,6 +345,10 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
         proc = build_processor(cfg, data.n_features, data.n_classes, ov)
         with proc:   # from here on every ending leaves the bench in its safe state
             record.attach(proc)   # station snapshot, calibration records loaded, per-step losses
+            if getattr(args, "check", False):   # bench error budget first (lightloop.check); refuses on a fail
+                from lightloop.check import gate_check
+
+                gate_check(proc, cfg)
             if cfg.feedback is not None and getattr(proc, "feedback_channel", None) is None:
                 from lightloop.benches.digital import attach_photon_feedback
 
@@ -403,7 +407,7 @@ def parse_scalar(raw: str) -> bool | int | float | str:
 #: modules adding subcommands: each has register(subparsers) that calls set_defaults(handler=fn),
 #: fn(args) -> int exit code (errors raised as LightloopError are printed in one line by main)
 CLI_PLUGINS = ("lightloop.calibrate_cli", "lightloop.emulate_cli", "lightloop.sweep", "lightloop.safe_cli",
-               "lightloop.runs_cli")
+               "lightloop.runs_cli", "lightloop.check_cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -169,6 +169,20 @@ def parse_config(data: Any, source: str = "<memory>") -> LabConfig:
             cfg.feedback = FeedbackSettings.model_validate(cfg.feedback)
         except ValidationError as exc:
             raise ConfigError(validation_message(source, exc, "feedback", model=FeedbackSettings)) from None
+    if cfg.check is not None:
+        from lightloop.schema import CheckSettings
+
+        try:
+            cfg.check = CheckSettings.model_validate(cfg.check)
+        except ValidationError as exc:
+            raise ConfigError(validation_message(source, exc, "check", model=CheckSettings)) from None
+    if cfg.ledger is not None:
+        from lightloop.ledger import LedgerSettings
+
+        try:
+            cfg.ledger = LedgerSettings.model_validate(cfg.ledger)
+        except ValidationError as exc:
+            raise ConfigError(validation_message(source, exc, "ledger", model=LedgerSettings)) from None
     _check_training(cfg)
     validate_sections = getattr(mod, "validate_sections", None)
     if validate_sections is not None:

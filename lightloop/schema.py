@@ -20,7 +20,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-__all__ = ["StrictModel", "TrainingDefaults", "LabConfig", "BuildOverrides", "FeedbackSettings", "validation_message",
+__all__ = ["StrictModel", "TrainingDefaults", "LabConfig", "BuildOverrides", "FeedbackSettings", "CheckBounds",
+           "CheckSettings", "validation_message",
            "Finite", "Fraction", "Seed", "LayerSize", "SEED_MAX", "BenchName", "check_seed", "check_bench_name",
            "LR_WARN", "INIT_SCALE_WARN", "warn_if_surely_a_mistake"]
 
@@ -119,6 +120,8 @@ class LabConfig(StrictModel):
     processor: Any
     training: TrainingDefaults = TrainingDefaults()
     feedback: Any = None  # optional photon-counting feedback channel (FeedbackSettings)
+    ledger: Any = None  # optional energy / latency ledger and its timing model (lightloop.ledger.LedgerSettings)
+    check: Any = None  # optional bounds of the bench error budget `lightloop check` (CheckSettings)
     # optional station (lightloop.station): instruments, the HAL roles they serve, the wire twin
     instruments: Any = None
     roles: Any = None
@@ -144,6 +147,26 @@ class FeedbackSettings(StrictModel):
     max_background_probability: float = Field(1.0, ge=0, le=1)
     truth_seed: Seed = 11
     noise_seed: Seed = 0
+
+
+class CheckBounds(StrictModel):
+    """Pass/fail bounds of one error-budget path, relative to the rms of the path's model signal (phase in rad)."""
+
+    max_gain_error: float = Field(0.05, gt=0, le=10, description="|fitted gain - 1| of measured vs model")
+    max_phase_error_rad: float = Field(0.05, gt=0, le=math.pi, description="fitted phase of a complex path, rad")
+    max_offset: float = Field(0.05, gt=0, le=10, description="|fitted offset| / rms(model)")
+    max_residual: float = Field(0.1, gt=0, le=10, description="rms(measured - fit), noise removed, / rms(model)")
+    max_noise: float = Field(1.0, gt=0, le=10, description="rms of repeat differences / sqrt 2 / rms(model); "
+                             "1: a single acquisition's signal at least its noise (a weak backward probe is ~0.4)")
+
+
+class CheckSettings(StrictModel):
+    """Top-level `check:` section: samples and bounds of `lightloop check` (overrides: fnmatch path -> bounds)."""
+
+    samples: int = Field(64, ge=4, le=100_000, description="random inputs per path")
+    seed: Seed = 0
+    bounds: CheckBounds = CheckBounds()
+    overrides: dict[str, CheckBounds] = Field(default_factory=dict, description="path pattern -> bounds")
 
 
 @dataclass

@@ -36,7 +36,7 @@ FORBIDDEN = {
 GROUND = {"errors", "units", "addresses", "schema", "atomic_io", "plugins", "shutdown"}
 #: modules allowed to import lightloop.config: the commands and the bench builder
 CONFIG_USERS = {"lightloop.cli", "lightloop.calibrate_cli", "lightloop.emulate_cli", "lightloop.sweep", "lightloop.bench",
-                "lightloop.safe_cli",
+                "lightloop.safe_cli", "lightloop.check_cli",
                 "lightloop.api"}   # the Python bench API: open_bench loads a config like the commands do
 MAX_LINES = 600
 

@@ -235,6 +235,9 @@ class Trainer:
             artifacts = getattr(self.processor, "write_run_artifacts", None)
             if artifacts is not None:  # optional processor hook: its own figures in the run dir
                 artifacts(self.out_dir)
+        ledger = getattr(self.processor, "ledger", None)
+        if self.out_dir and ledger is not None:  # energy / latency ledger (lightloop.ledger): ledger.json
+            ledger.write(self.out_dir)
         times = [h["epoch_seconds"] for h in history] or [float("nan")]
         mean_t = float(np.mean(times))
         return TrainResult(
