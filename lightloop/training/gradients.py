@@ -92,7 +92,8 @@ def register_gradient(cls: type[GradientMethod]) -> type[GradientMethod]:
 
 
 #: modules that register further gradient methods when imported (chip, photon-limited, flow networks)
-GRADIENT_PLUGINS = ("lightloop.training.insitu", "lightloop.training.stochastic", "lightloop.training.flow_learning")
+GRADIENT_PLUGINS = ("lightloop.training.insitu", "lightloop.training.stochastic", "lightloop.training.flow_learning",
+                    "lightloop.training.physics_aware")
 
 
 def gradient_names() -> list[str]:
