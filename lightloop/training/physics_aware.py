@@ -68,12 +68,17 @@ class PhysicsAwareGradient(GradientMethod):
     name = "physics_aware"
     requires = None
 
+    def __init__(self) -> None:
+        self._layout: tuple[int, list[bool]] | None = None     # (id of the processor, bias columns) of check()
+
     def check(self, processor: OpticalProcessor) -> None:
         """Raise ConfigError if the processor has no differentiable calibrated model."""
-        model_layout(processor)
+        self._layout = (id(processor), model_layout(processor))
 
     def __call__(self, processor, params, x, targets):  # type: ignore[override]
-        bias = model_layout(processor)
+        if self._layout is None or self._layout[0] != id(processor):   # the model probe runs once, not every step
+            self.check(processor)
+        bias = self._layout[1]
         before = processor.measurements
         taps = processor.forward(x)
         w_model, masks = self._realised(processor, params)
