@@ -133,12 +133,12 @@ def progressive_threshold(n_ports: int) -> float:
 
 @register_routine
 class PhaseShifterRoutine(HeaterBankRoutine):
-    """phi0, P_pi of every heater, crosstalk and coupler errors of every unitary layer (global model fit)."""
+    """phi0, P_pi of every heater, crosstalk and coupler errors of every unitary layer (global or progressive fit)."""
 
     name = "phase_shifters"
     version = "0.2"
     order = 10
-    summary = "phi0 and P_pi of every heater + crosstalk + coupler errors (coherent-receiver sweeps, global fit)"
+    summary = "phi0 and P_pi of every heater + crosstalk + coupler errors (receiver sweeps; global or progressive fit)"
 
     def applicable(self, proc: Any) -> str | None:
         why = _is_chip(proc)
