@@ -130,6 +130,19 @@ class OpticalProcessor(ABC):
         """In-situ gradients dL/dphase of every mesh layer (rad^-1); chips with unitary meshes only."""
         raise NotImplementedError(f"{type(self).__name__} has no in-situ phase gradients")
 
+    def model_gradients(self, taps: ForwardTaps, delta_out: NDArray) -> list[NDArray]:
+        """dL/dparams back-propagated through the calibrated model at the measured forward state `taps`
+        (delta_out = B dL/doutput); for processors whose parameters are not plain weight matrices."""
+        raise NotImplementedError(f"{type(self).__name__} has no differentiable model of its own")
+
+    def model_prediction(self, taps: ForwardTaps) -> list[NDArray]:
+        """The calibrated model's prediction of every measured taps.pre[l] from the measured inputs of layer l."""
+        raise NotImplementedError(f"{type(self).__name__} has no differentiable model of its own")
+
+    def refine_model(self, history: Sequence[ForwardTaps]) -> dict[str, float]:
+        """Fit the model's drifting parameters to forward measurements (twin refinement); returns fit figures."""
+        raise NotImplementedError(f"{type(self).__name__} has no refinable model")
+
     @property
     def measurements(self) -> int:
         """Detector acquisitions made so far (one per detector array per batch)."""

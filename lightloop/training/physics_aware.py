@@ -32,11 +32,19 @@ from lightloop.errors import ConfigError
 from lightloop.hal.processor import OpticalProcessor
 from lightloop.training.gradients import GradientMethod, GradientResult, _outer_grads, register_gradient
 
-__all__ = ["PhysicsAwareGradient", "model_layout"]
+__all__ = ["PhysicsAwareGradient", "model_layout", "has_own_model"]
 
 
-def model_layout(processor: OpticalProcessor) -> list[bool]:
-    """Per weight layer: True if its last parameter column is a bias; ConfigError if the processor has no model."""
+def has_own_model(processor: OpticalProcessor) -> bool:
+    """True if the processor implements model_gradients (its parameters are not plain weight matrices)."""
+    return type(processor).model_gradients is not OpticalProcessor.model_gradients
+
+
+def model_layout(processor: OpticalProcessor) -> list[bool] | None:
+    """Per weight layer: True if its last parameter column is a bias; None if the processor brings its own
+    model (model_gradients); ConfigError if the processor has no model."""
+    if has_own_model(processor):
+        return None
     name = type(processor).__name__
     sizes, shapes = processor.layer_sizes, processor.parameter_shapes()
     if len(shapes) != len(sizes) - 1:
@@ -69,7 +77,7 @@ class PhysicsAwareGradient(GradientMethod):
     requires = None
 
     def __init__(self) -> None:
-        self._layout: tuple[int, list[bool]] | None = None     # (id of the processor, bias columns) of check()
+        self._layout: tuple[int, list[bool] | None] | None = None     # (id of the processor, bias columns) of check()
 
     def check(self, processor: OpticalProcessor) -> None:
         """Raise ConfigError if the processor has no differentiable calibrated model."""
@@ -81,6 +89,11 @@ class PhysicsAwareGradient(GradientMethod):
         bias = self._layout[1]
         before = processor.measurements
         taps = processor.forward(x)
+        if bias is None:   # the processor carries its own calibrated model (chip meshes, flow networks)
+            d = np.asarray(self.loss.error(taps.output, targets), np.float32)
+            grads = processor.model_gradients(taps, d)
+            return GradientResult(self.loss.value(taps.output, targets), taps.output, list(grads),
+                                  processor.measurements - before)
         w_model, masks = self._realised(processor, params)
         d = self.loss.error(taps.output, targets)
         if getattr(processor, "output_activation", "linear") == "sigmoid":
