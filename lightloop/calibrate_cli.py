@@ -105,6 +105,10 @@ OPTIONS: dict[str, tuple[tuple[str, ...], Callable[[str], Any], str]] = {
     "readout_fit_threshold": (("readout",), *_num(1e-6, 1.0)),
     "readout_loss_max_ports": (("readout",), *_int(0, 64)),
     "readout_loss_lit_ports": (("readout",), *_int(0, 64)),
+    "activation_batch": (("activation",), *_int(8, 100_000)),
+    "activation_settings": (("activation",), *_int(2, 1000)),
+    "activation_p_max": (("activation",), *_num(1e-6, 1e6)),
+    "activation_fit_threshold": (("activation",), *_num(1e-6, 1.0)),
 }
 
 

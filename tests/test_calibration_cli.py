@@ -91,7 +91,7 @@ def test_calibrate_all_on_the_chip_config_reports_truth_errors(tmp_path, run):
     assert p.returncode == 0, p.stderr
     s = json.loads(p.stdout.strip().splitlines()[-1])
     got = {r["routine"]: r for r in s["routines"]}
-    assert set(got) == {"phase_shifters", "crosstalk", "mesh", "readout"} and all(r["status"] == "ok" for r in got.values())
+    assert set(got) == {"phase_shifters", "crosstalk", "mesh", "readout", "activation"} and all(r["status"] == "ok" for r in got.values())
     for r in got.values():
         assert r["record"] and all(r["truth_error"]["within_tolerance"].values()), r
     assert got["phase_shifters"]["plots"] and got["mesh"]["plots"]

@@ -155,7 +155,8 @@ ROUTINES: dict[str, type[Routine]] = {}
 
 #: modules that register further routines when imported (the integrated-chip routines go here)
 CALIBRATION_PLUGINS = ("lightloop.calibration.free_space", "lightloop.calibration.chip",
-                       "lightloop.calibration.chip_mesh", "lightloop.calibration.chip_readout")
+                       "lightloop.calibration.chip_mesh", "lightloop.calibration.chip_readout",
+                       "lightloop.calibration.chip_activation")
 
 
 def register_routine(cls: type[Routine]) -> type[Routine]:

@@ -124,8 +124,8 @@ def _fit_activation(p: NDArray, a: NDArray, model: Any, j: int) -> tuple[NDArray
         return eo_activation(p, x[0], np.exp(x[1]), t_min, np.exp(x[2])) - a
 
     best = None
-    for d0 in (float(model.detuning), -1.0, 1.0, 0.3, -0.3):
-        x0 = np.array([d0, np.log(max(float(model.k), 1e-3)), np.log(max(float(np.max(a)) ** 2, 1e-6))])
+    for d0 in (float(np.mean(model.detuning + model.detuning_offset)), -1.0, 1.0, 0.3, -0.3):
+        x0 = np.array([d0, np.log(max(float(np.mean(model.k)), 1e-3)), np.log(max(float(np.max(a)) ** 2, 1e-6))])
         r = least_squares(resid, x0, method="lm", max_nfev=400)
         if best is None or r.cost < best.cost:
             best = r

@@ -211,3 +211,31 @@ def _grade_readout(proc: Any, result: Any) -> dict[str, Any]:
         layers[str(li)] = rep
     return {"layers": layers, "gradient_factor_max_dev": worst_g, "hidden_factor_max_dev": worst_h,
             "note": "1 = exact; tap gains fitted with the loss-aware model (loss_*: per-waveguide loss, column-centred)"}
+
+
+@_grades("activation", {"detuning_max_abs": 0.02, "k_max_rel": 0.01, "supply_gauge_spread": 0.01,
+                        "slope_factor_max_dev": 0.01})
+def _grade_activation(proc: Any, result: Any) -> dict[str, Any]:
+    """Ring models vs the twin's truth (twins only): detuning (linewidths) and k errors, the spread over neurons of
+    fitted / true supply (one receiver gauge per layer) and the slope factor (true slope readout / calibrated slope
+    gain) / (calibrated model slope / true slope) - 1 = exact."""
+    emu = getattr(proc, "emulator", None)
+    if emu is None or result is None or "k_0" not in result.arrays:
+        return {}
+    layers, worst = {}, {"detuning_max_abs": 0.0, "k_max_rel": 0.0, "supply_gauge_spread": 0.0,
+                         "slope_factor_max_dev": 0.0}
+    for ai in range(len(proc.activations)):
+        if f"k_{ai}" not in result.arrays:
+            continue
+        t = emu.truth.activations[ai]
+        d_true = t.detuning_offset + emu.design.ring_detuning_per_volt * emu.ring_bias_v[ai]
+        d_fit = np.asarray(result.meta["activations"][str(ai)]["detuning"], np.float64)
+        k, sup = result.arrays[f"k_{ai}"], result.arrays[f"supply_{ai}"]
+        ratio = sup / t.supply
+        slope = (t.slope_gain / result.arrays[f"slope_gain_{ai}"]) * np.sqrt(t.supply / sup)
+        rep = {"detuning_max_abs": float(np.max(np.abs(d_fit - d_true))), "k_max_rel": float(np.max(np.abs(k / t.k - 1))),
+               "supply_gauge": float(np.mean(ratio)), "supply_gauge_spread": float(np.std(ratio) / np.mean(ratio)),
+               "slope_factor_max_dev": float(np.max(np.abs(slope - 1)))}
+        layers[str(ai)] = rep
+        worst = {key: max(v, rep[key]) for key, v in worst.items()}
+    return {"layers": layers, **worst, "note": "supply in the receivers' gauge: only its spread over neurons is graded"}

@@ -218,25 +218,39 @@ class PowerDetector:
         return v if self.gain == 1 else v * np.float32(1.0 / self.gain)
 
 
+def _per_neuron(value: float | NDArray, dtype: np.dtype | None) -> float | NDArray:
+    """A model parameter as given (scalar) or as an array of the readings' float dtype (one per neuron)."""
+    if np.ndim(value) == 0:
+        return float(value)
+    return np.asarray(value, dtype if dtype is not None and dtype.kind == "f" else np.float64)
+
+
 @dataclass
 class EOActivationModel:
-    """Calibrated ring-modulator activation: a(p) = sqrt(P_s T(delta + k p)) (lightloop.physics.mzi)."""
+    """Calibrated ring-modulator activation: a(p) = sqrt(P_s T(delta + delta_0 + k p)) (lightloop.physics.mzi);
+    k, supply, the detunings (linewidths) and the slope gain are scalars or one value per neuron."""
 
-    k: float = 3.0
+    k: float | NDArray = 3.0               # resonance shift (linewidths) per unit photodiode power
     t_min: float = 0.0
-    supply: float = 1.0
-    detuning: float = 0.0
+    supply: float | NDArray = 1.0          # supply carrier power (reference power units)
+    detuning: float | NDArray = 0.0        # commanded bias detuning: detuning_per_volt x bias volts (linewidths)
     detuning_per_volt: float = 1.0   # ring bias: resonance shift (linewidths) per volt
     pd_gain_v: float = 1.0           # photodiode volts per unit power
     slope_gain_v: float | NDArray = 1.0   # slope-output volts per unit of da/dp (scalar or per neuron)
+    detuning_offset: float | NDArray = 0.0   # calibrated resonance offset at 0 V bias (linewidths, per neuron)
+
+    def _args(self, p: NDArray) -> tuple:
+        dt = np.asarray(p).dtype
+        det = _per_neuron(np.asarray(self.detuning, np.float64) + np.asarray(self.detuning_offset, np.float64), dt)
+        return det, _per_neuron(self.k, dt), self.t_min, _per_neuron(self.supply, dt)
 
     def transfer(self, p: NDArray) -> NDArray:
-        """a(p)."""
-        return eo_activation(p, self.detuning, self.k, self.t_min, self.supply)
+        """a(p) (field units; per-neuron parameters broadcast over the last axis)."""
+        return eo_activation(p, *self._args(p))
 
     def slope(self, p: NDArray) -> NDArray:
-        """a'(p)."""
-        return eo_activation_slope(p, self.detuning, self.k, self.t_min, self.supply)
+        """a'(p) (field per unit power)."""
+        return eo_activation_slope(p, *self._args(p))
 
 
 class EOActivation:
@@ -258,7 +272,28 @@ class EOActivation:
         if not np.all(np.isfinite(v)) or np.any(np.abs(v) > self.v_bias_max):
             raise SafetyLimitError(f"{self.name}: detuning {detuning} needs |V| > {self.v_bias_max} V; nothing written")
         self.port.set_bias_voltages(v)
-        self.model.detuning = float(np.mean(d))
+        self.model.detuning = float(d[0]) if d.size and np.all(d == d[0]) else d.copy()
+
+    def set_calibration(self, k: float | NDArray, supply: float | NDArray, detuning_offset: float | NDArray,
+                        slope_gain_v: float | NDArray) -> None:
+        """Calibrated ring parameters, scalars or one per neuron: k (linewidths per unit power) > 0, supply
+        (reference power units) > 0, resonance offset (linewidths) and slope-output gain (volts per da/dp) != 0."""
+        n = self.n_channels
+        vals = {}
+        for field, value, rule in (("k", k, "> 0"), ("supply", supply, "> 0"), ("detuning_offset", detuning_offset, ""),
+                                   ("slope_gain_v", slope_gain_v, "!= 0")):
+            a = np.asarray(value, np.float64)
+            if a.ndim > 1 or (a.ndim == 1 and a.shape != (n,)):
+                raise ConfigError(f"{self.name}: {field}: expected a scalar or {n} values (one per neuron), got shape "
+                                  f"{a.shape}")
+            bad = ~np.isfinite(a) | ((a <= 0) if rule == "> 0" else (a == 0) if rule else np.zeros(a.shape, bool))
+            if np.any(bad):
+                raise ConfigError(f"{self.name}: {field}: expected finite values {rule}".rstrip() +
+                                  f", got {float(np.ravel(a)[np.argmax(np.ravel(bad))])!r}")
+            vals[field] = float(a) if a.ndim == 0 else a.copy()
+        m = self.model
+        m.k, m.supply, m.detuning_offset, m.slope_gain_v = (vals["k"], vals["supply"], vals["detuning_offset"],
+                                                           vals["slope_gain_v"])
 
     def acquire(self) -> NDArray:
         """Photodiode powers p (batch, n)."""
