@@ -126,3 +126,8 @@ def test_cli_trains_one_epoch_on_default_free_space(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["gradient"] == "physics_aware" and summary["measurements_per_step"] == 3.0
     assert summary["test_accuracy"] > 0.3                     # 10 classes: chance is 0.1
+    # the model's prediction error is reported without refinement too (realistic twin: the model is not the bench)
+    pe = summary["prediction_error"]
+    assert 1e-3 < pe["last"] < 1.0 and pe["first"] == pe["mean"] == pe["last"]
+    rec = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert len(rec["prediction_error_layers"]) == 2 and "model_refits" not in rec

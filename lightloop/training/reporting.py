@@ -108,6 +108,10 @@ def plot_learning_curve(history: Sequence[dict[str, Any]], path: Path, title: st
     if all(h["train_loss"] > 0 for h in history):
         ax2.set_yscale("log")
     ax2.axvline(best["epoch"], color="0.5", ls=":", lw=1)
+    if all(h.get("prediction_error") is not None for h in history):   # physics_aware: its model's error
+        ax3 = ax2.twinx()
+        ax3.plot(ep, [h["prediction_error"] for h in history], "^--", ms=3, color="C2")
+        ax3.set_ylabel("model prediction error (rel. rms)", color="C2", fontsize=8)
     ax2.set(xlabel="epoch", ylabel="loss")
     ax2.legend(fontsize=8)
     ax2.grid(alpha=0.3)

@@ -66,6 +66,9 @@ class TrainResult:
         d = asdict(self)
         d.pop("history")
         d.pop("params")
+        pe = [h["prediction_error"] for h in self.history if h.get("prediction_error") is not None]
+        if pe:   # the gradient method's model error (physics_aware): first / last epoch and run mean
+            d["prediction_error"] = {"first": pe[0], "last": pe[-1], "mean": float(np.mean(pe))}
         return d
 
 
@@ -293,4 +296,5 @@ class Trainer:
         return {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                 "test_loss": test_loss, "test_accuracy": test_acc, "epoch_seconds": train_seconds,
                 "epoch_cpu_seconds": train_cpu,
-                "samples_per_second": seen / train_seconds, "measurements_per_step": meas / steps}
+                "samples_per_second": seen / train_seconds, "measurements_per_step": meas / steps,
+                **(method.epoch_metrics() if hasattr(method, "epoch_metrics") else {})}   # e.g. prediction error
