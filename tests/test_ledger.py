@@ -21,7 +21,8 @@ from lightloop.training.trainer import Trainer, TrainSettings
 SETTINGS = dict(power_per_unit_w=2e-3, frame_rate_hz=1000.0, modulator_settle_s=3e-4, weight_frame_rate_hz=50.0,
                 weight_settle_s=7e-3, heater_time_constant_s=2e-5, heater_settle_time_constants=4.0,
                 digitizer_record_length=10, digitizer_transfer_s_per_sample=1e-7, digitizer_overhead_s=2e-4,
-                host_compute_s=5e-3, host_power_w=30.0, pj_per_flop=1.5)
+                host_compute_s=5e-3, host_power_w=30.0, pj_per_flop=1.5, modulator_power_w=4.0,
+                weight_device_power_w=3.0, detector_power_w=7.0, flow_frame_rate_hz=250.0, conductance_settle_s=2e-3)
 
 
 def _raw(path: str, ledger: bool = False) -> dict:
@@ -76,13 +77,26 @@ def test_free_space_2_2_2_energies_counts_and_latency_equal_hand_computation():
     assert r["heater_j"] == []
     assert r["digital_flops"] == 6 * b * (2 * 2 + 2 * 2) == digital_flops((2, 2, 2), b)
     assert r["digital_j"] == pytest.approx(6 * b * 8 * 1.5e-12)
-    assert r["host_j"] == pytest.approx(30.0 * 5e-3)
     optics = exposures * b * t
-    electronics = 2 * 3e-4 + (1 / 50.0 + 7e-3) + 4 * (2e-4 + 10 * 2 * b * 1e-7)
+    transfer = 4 * (2e-4 + 10 * 2 * b * 1e-7)
+    electronics = 2 * 3e-4 + (1 / 50.0 + 7e-3) + transfer
+    total = optics + electronics + 5e-3
     assert r["latency_s"]["optics"] == pytest.approx(optics)
     assert r["latency_s"]["electronics"] == pytest.approx(electronics)
-    assert r["latency_s"]["total"] == pytest.approx(optics + electronics + 5e-3)
-    assert r["measured_s"] > 0
+    assert r["latency_s"]["total"] == pytest.approx(total)
+    assert r["latency_s"]["program"] == pytest.approx(1 / 50.0 + 7e-3)
+    assert r["latency_s"]["acquire"] == pytest.approx(optics + 2 * 3e-4)
+    assert r["latency_s"]["transfer"] == pytest.approx(transfer)
+    # electronics in the loop: modulator W x (exposure + settling), weight SLM W x the step, detectors W x
+    # (exposure + transfer)
+    assert r["electronics_j"] == pytest.approx({"modulator": 4.0 * (optics + 2 * 3e-4), "weight_device": 3.0 * total,
+                                                "detectors": 7.0 * (optics + transfer)})
+    # host: 30 W x the measured wall time outside the HAL's device calls (program, display, acquire: all timed)
+    g = r["measured_groups_s"]
+    assert all(g[k] > 0 for k in ("program", "display", "acquire"))
+    assert r["measured_s"] > 0 and 0 < g["host"] < r["measured_s"]
+    assert g["host"] == pytest.approx(r["measured_s"] - g["program"] - g["display"] - g["acquire"])
+    assert r["host_j"] == pytest.approx(30.0 * g["host"])
     sm = led.summary()
     photon = PLANCK_J_S * LIGHT_M_S / 780.241e-9
     assert sm["photons"]["input"] == pytest.approx(r["optical_j"]["input"] / photon)
@@ -134,6 +148,12 @@ def test_two_port_chip_forward_and_heater_energy_equal_hand_computation():
     watts = [float(np.sum(np.asarray(l.bank.written_volts) ** 2 / l.bank.cal.resistance_ohm)) for l in p.layers]
     assert sum(watts) > 0
     assert r["heater_j"] == pytest.approx([w * total for w in watts])
+    assert r["electronics_j"] == pytest.approx({"modulator": 4.0 * (b * t + 3e-4), "weight_device": 3.0 * total,
+                                                "detectors": 7.0 * (b * t + 2 * (2e-4 + 10 * 2 * b * 1e-7)),
+                                                "heaters": sum(watts) * total})
+    sm = led.summary()
+    assert sm["energy_j"]["electronics_in_loop"] == pytest.approx(sum(r["electronics_j"].values()))
+    assert sm["energy_per_sample_j"]["electronics_in_loop"] == pytest.approx(sum(r["electronics_j"].values()) / b)
 
 
 def test_chip_adjoint_step_charges_injectors_and_counts_every_read():
@@ -177,9 +197,18 @@ def test_trainer_writes_ledger_json_with_one_record_per_step(tmp_path):
         sum(v["total_j"] for k, v in sm["optical"].items() if k in ("input", "backward_probe")))
     assert sm["outside_steps"]["acquisitions"] > 0            # the test evaluation is not charged to a step
     assert doc["settings"]["frame_rate_hz"] == 1000.0
+    st = doc["steps"][0]
+    assert sum(st["model_groups_s"].values()) == pytest.approx(st["model_s"])
+    assert sum(st["measured_groups_s"].values()) == pytest.approx(st["measured_s"])
+    assert st["host_j"] == pytest.approx(30.0 * st["measured_groups_s"]["host"])
+    assert sm["energy_j"]["electronics_in_loop"] == pytest.approx(sum(s["electronics_j"] for s in doc["steps"]))
     fig = ledger_figure(sm)
     fig.savefig(tmp_path / "ledger.png")
     assert len(fig.axes) == 2
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert "  modulator" in labels and "  detectors" in labels      # the electronics split per device
+    legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert {"measured: program", "measured: acquire", "measured: host", "transfer"} <= set(legend)
 
 
 def test_ledger_section_errors_are_one_line_naming_file_and_field():

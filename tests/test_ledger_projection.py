@@ -50,6 +50,8 @@ def test_free_space_counts_and_latency_follow_the_pump_probe_step(out):
     assert t["electronics"] == pytest.approx(1 / 60.0 + 0.01 + transfer)
     assert r["device_figures"]["wavelength_m"]["status"] == "published"
     assert r["device_figures"]["power_per_unit_w"]["status"] == "ledger default"
+    assert r["device_figures"]["weight_settle_s"]["status"] == "datasheet"
+    assert r["device_figures"]["host_power_w"]["status"] == "ledger default"   # from DEFAULT_SOURCES
 
 
 def test_chip_adjoint_step_counts_and_heater_energy(out):
@@ -58,7 +60,15 @@ def test_chip_adjoint_step_counts_and_heater_energy(out):
     assert r["per_step"]["acquisitions"] == 7 * 3 - 1              # README: adjoint reads 7L - 1 per step
     assert r["heater_power_w"] > 0
     e = r["energy_per_sample_j"]["electronics_in_loop"]
-    assert e == pytest.approx(r["heater_power_w"] * r["time_per_step_s"]["total"] / r["batch"], rel=1e-9)
+    dev = r["electronics_per_sample_j"]
+    assert e == pytest.approx(sum(dev.values()), rel=1e-12)
+    t = r["time_per_step_s"]
+    assert dev["heaters"] == pytest.approx(r["heater_power_w"] * t["total"] / r["batch"], rel=1e-9)
+    # ledger default powers: modulator 10 W x (exposure + settle), heater drivers 5 W x step, detectors 20 W
+    assert dev["modulator"] == pytest.approx(10.0 * t["acquire"] / r["batch"], rel=1e-9)
+    assert dev["weight_device"] == pytest.approx(5.0 * t["total"] / r["batch"], rel=1e-9)
+    assert dev["detectors"] == pytest.approx(20.0 * (t["optics"] + t["transfer"]) / r["batch"], rel=1e-9)
+    assert r["energy_per_sample_j"]["host"] == pytest.approx(65.0 * 1e-3 / r["batch"])
 
 
 def test_photon_limited_energy_is_photons_times_h_nu(out):
