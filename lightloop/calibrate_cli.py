@@ -163,6 +163,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=_seed, default=0, help="seed of randomised test patterns")
     p.add_argument("--json", action="store_true", help="print one JSON summary as the last stdout line")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.add_argument("--check", action="store_true",
+                   help="after the routines (their records already stored), run the bench error budget "
+                        "(`lightloop check`, the config's check: bounds) on the freshly calibrated HAL and print its "
+                        "table; a path outside the bounds exits 1, the calibration records stay in the store; the "
+                        "check's run folder is <record>/check (check.png unless --no-plots)")
     p.set_defaults(handler=_handler)
 
 
@@ -172,7 +177,12 @@ def _handler(args: argparse.Namespace) -> int:
         print(json.dumps(summary, default=_json_default))
     else:
         _print_table(summary)
-    return 0 if all(r["status"] != "failed" for r in summary["routines"]) else 1
+        if summary.get("check") is not None:
+            from lightloop.check_cli import print_table
+
+            print_table(summary["check"])
+    check_ok = summary.get("check") is None or summary["check"]["passed"]
+    return 0 if all(r["status"] != "failed" for r in summary["routines"]) and check_ok else 1
 
 
 def _json_default(o: Any) -> Any:
@@ -253,6 +263,14 @@ def run_calibrate(args: argparse.Namespace) -> dict[str, Any]:
         outcomes = calibrate(proc, args.routines, ctx, None if args.no_save else store, cfg.bench)
         truth = twin_truth_report(proc, outcomes)
         record.attach(proc)   # station snapshot while the instruments are connected
+        check = None
+        if getattr(args, "check", False):   # the records are stored: a failing (or erring) check cannot lose them
+            from lightloop.check_cli import check_built
+
+            new = [{"routine": o.routine, "file": o.path, "applied_by": "this calibrate run"} for o in outcomes
+                   if o.status == "ok"]   # what the HAL holds now: the loaded records, then the fresh ones
+            check = check_built(proc, cfg, args.config or default_config_path(), args, record.folder / "check",
+                                plot=not args.no_plots, close=False, calibration=[*loaded, *new])
     routines = []
     for o in outcomes:
         s = o.summary()
@@ -272,6 +290,7 @@ def run_calibrate(args: argparse.Namespace) -> dict[str, Any]:
                              "all_within_tolerance": all(all(r.get("within_tolerance", {}).values())
                                                          for k, r in truth.items() if k != "weight_fidelity")}
     out["record"] = str(record.folder)
+    out["check"] = check
     record.finish(out, calibration=loaded)
     return out
 

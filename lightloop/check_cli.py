@@ -4,8 +4,15 @@ Builds the bench of the config (loading its calibration store like `lightloop tr
 through the HAL along every path (each layer's forward product, the backward / adjoint path, the nonlinearity,
 every detector's dark reading) and compares the measurements with the bench's calibrated model: systematic error
 (fitted gain, phase and offset) and random error (residual rms, noise from repeated measurements) in physical
-units, pass/fail against the config's `check:` bounds. Writes check.json and check.png to --out; prints one line
-per path and the JSON summary last. Exit 0 when every path passes, 1 when one fails, 2 for bad input.
+units, pass/fail against the config's `check:` bounds. Paths per bench kind: free space (forward product per layer,
+vapor-cell nonlinearity, backward probe, homodyne darks), integrated chip ('unitary' and 'svd' layers: mesh fields
+with forward, injected and adjoint light, tap monitors under each light, photodiodes, activation slopes, every
+receiver / tap / photodiode dark), flow network (node potentials, output drops, feedback channel, nudged output
+clamp, both probes' darks) and digital (exact by construction: forward products, sigmoids, backward products).
+Writes a run folder like train / calibrate (--out, default runs/check-<time>-<id>): record.json (provenance:
+versions, git revision, command line, calibration records loaded), config.yaml, station.json, summary.json, run.log,
+check.json and check.png. Prints one line per path, the verdict and the JSON summary last. Exit 0 when every path
+passes, 1 when one fails, 2 for bad input.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register", "run_check"]
+__all__ = ["register", "run_check", "check_built", "print_table"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int_in("an integer of at least 4 (samples)", 4, 100_000), default=None,
                    metavar="N", help="random inputs per path (default: the config's check.samples, 64)")
     p.add_argument("--seed", type=_seed, default=None, help="seed of the random inputs (default: check.seed, 0)")
-    p.add_argument("--out", type=writable_dir, default=None, help="folder for check.json and check.png "
-                   "(default: a new runs/check-<time>-<id> folder)")
+    p.add_argument("--out", type=writable_dir, default=None, help="run folder for the records, check.json and "
+                   "check.png (default: a new runs/check-<time>-<id> folder)")
     p.add_argument("--dataset", type=_registered("dataset"), default=None,
                    help="dataset whose shape sizes the bench (default: the config's training.dataset)")
     p.add_argument("--data-dir", type=existing_dir, default=None)
@@ -47,12 +54,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _handler(args: argparse.Namespace) -> int:
     summary = run_check(args)
+    print_table(summary)
+    print(json.dumps(summary))
+    return 0 if summary["passed"] else 1
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    """One line per path (verdict, name, unit, figures, failures), then the notes and the verdict."""
     for row in summary["paths"]:
         sys.stdout.write(_line(row) + "\n")
     for note in summary["notes"]:
         sys.stdout.write(f"note: {note}\n")
-    print(json.dumps(summary))
-    return 0 if summary["passed"] else 1
+    n_fail = len(summary["failed"])
+    sys.stdout.write(f"error budget: {'PASS' if summary['passed'] else 'FAIL'} ({len(summary['paths']) - n_fail} of "
+                     f"{len(summary['paths'])} paths within bounds); record in {summary.get('out')}\n")
 
 
 def _line(row: dict[str, Any]) -> str:
@@ -63,33 +78,59 @@ def _line(row: dict[str, Any]) -> str:
 
 
 def run_check(args: argparse.Namespace) -> dict[str, Any]:
-    """Build the bench of --config, run the error budget, write check.json / check.png; returns the summary."""
-    from lightloop.atomic_io import atomic_write_text
+    """Build the bench of --config, run the error budget in a run folder (record.json, config.yaml, station.json,
+    summary.json, run.log, check.json, check.png); returns the summary."""
     from lightloop.bench import BuildOverrides, build_processor
-    from lightloop.check import check_processor, plot_budget
     from lightloop.cli import default_config_path
     from lightloop.config import load_config
     from lightloop.errors import ConfigError
     from lightloop.training.datasets import load_dataset   # only for the dataset's shape (n_features, n_classes)
-    from lightloop.training.run_folder import unique_run_dir
 
-    cfg = load_config(args.config or default_config_path())
+    config_path = args.config or default_config_path()
+    cfg = load_config(config_path)
+    store = None
     if args.calibration_store is not None:
         cal = getattr(cfg.processor, "calibration", None)
         if cal is None:
             raise ConfigError(f"--calibration-store: a {cfg.processor.kind!r} bench has no calibration routines; "
                               "expected it only with a bench that calibrates (free_space, integrated_chip)")
-        cal.store = str(Path(args.calibration_store).expanduser().absolute())
+        store = cal.store = str(Path(args.calibration_store).expanduser().absolute())
     data = load_dataset(args.dataset or cfg.training.dataset, args.data_dir)
     proc = build_processor(cfg, data.n_features, data.n_classes, BuildOverrides())
-    with proc:   # every ending leaves the bench in its safe state
-        result = check_processor(proc, cfg, args.samples, args.seed)
-    summary, paths = result["summary"], result["paths"]
-    out = Path(args.out) if args.out is not None else unique_run_dir(prefix="check")
-    out.mkdir(parents=True, exist_ok=True)
-    summary["out"] = str(out)
-    atomic_write_text(out / "check.json", json.dumps(summary, indent=1) + "\n")
-    if not args.no_plot and paths:
-        fig = plot_budget(paths, f"{cfg.bench}: error budget ({summary['samples']} samples)")
-        fig.savefig(out / "check.png", dpi=80)
+    return check_built(proc, cfg, config_path, args, args.out, samples=args.samples, seed=args.seed,
+                       plot=not args.no_plot, settings={"calibration_store": store})
+
+
+def check_built(proc: Any, cfg: Any, config_path: Path, args: Any, out: Path | None, *, samples: int | None = None,
+                seed: int | None = None, plot: bool = True, settings: dict[str, Any] | None = None,
+                close: bool = True, calibration: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The error budget of a built bench recorded in run folder `out` (None: a new runs/check-<time>-<id>); with
+    close, the bench is closed (safe state) after the measurements; calibration: the records the HAL holds (default:
+    the ones it loaded). Returns the summary (its 'out': the folder)."""
+    from contextlib import nullcontext
+
+    import lightloop.records.provenance as pv
+    from lightloop.atomic_io import atomic_write_text
+    from lightloop.check import check_processor, plot_budget
+    from lightloop.records import RunRecording
+    from lightloop.training.run_folder import unique_run_dir
+
+    folder = Path(out) if out is not None else unique_run_dir(prefix="check")
+    with (proc if close else nullcontext()), RunRecording(folder, "check", cfg=cfg, config_path=config_path,
+                                                          args=args, settings=settings) as record:
+        record.attach(proc)   # station snapshot and calibration records while the instruments are connected
+        result = check_processor(proc, cfg, samples, seed)
+        summary, paths = result["summary"], result["paths"]
+        summary["out"] = str(folder)
+        held = calibration if calibration is not None else list(getattr(proc, "calibration_log", None) or [])
+        summary["calibration_loaded"] = [r.get("routine") for r in held]
+        files = ["check.json"]
+        atomic_write_text(folder / "check.json", json.dumps(summary, indent=1) + "\n")
+        if plot and paths:
+            fig = plot_budget(paths, f"{cfg.bench}: error budget ({summary['samples']} samples)")
+            fig.savefig(folder / "check.png", dpi=80)
+            files.append("check.png")
+        rec = record.finish(summary, calibration=held)
+        rec["files"] = [*rec.get("files", []), *files]
+        atomic_write_text(folder / "record.json", json.dumps(pv.jsonable(rec), indent=1) + "\n")
     return summary
