@@ -31,6 +31,10 @@ In-situ gradient of layer l (Hughes 2018; Pai 2023), with delta = z(L) - t and L
 The adjoint needs layers that are unitary up to uniform loss (the time-reversed field must retrace the
 adjoint), so 'svd' layers (attenuators in the path) serve finite differences only.
 
+Physics-aware training (gradient `physics_aware`) needs only the forward acquisitions: model_gradients /
+model_prediction / refine_model take the backward pass through the calibrated mesh model and fit its phase offsets
+to measured forward batches (``lightloop.hal.chip_model``).
+
 Ports: ``lightloop.hal.ports`` (integrated-chip section); roles: ``lightloop.hal.chip_roles`` and
 ``lightloop.hal.phase_shifters``; this module: the ChipProcessor.
 """
@@ -43,6 +47,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lightloop.errors import ConfigError
+from lightloop.hal.chip_model import ChipModel
 from lightloop.hal.chip_roles import ChipLayer, EOActivation, ForwardSource, PowerDetector
 from lightloop.hal.processor import ForwardTaps, OpticalProcessor
 
@@ -130,7 +135,8 @@ class ChipProcessor(OpticalProcessor):
         self._count(len(self.activations) + 1)
         self._x = x
         n = self.source.n_features
-        return ForwardTaps(inputs=ports[:, :n], pre=pre, post=post, extra={"ports": ports})
+        return ForwardTaps(inputs=ports[:, :n], pre=pre, post=post,
+                           extra={"ports": ports, "volts": [lay.bank.written_volts for lay in self.layers]})
 
     def _check_forward(self, delta_out: NDArray) -> None:
         if self._x is None or delta_out.shape != (self._x.shape[0], self.n_out):
@@ -263,6 +269,31 @@ class ChipProcessor(OpticalProcessor):
     def activation_slope(self, layer: int, pre: NDArray) -> NDArray:
         """Calibrated model slope g'(p) of the activations after layer `layer`."""
         return self.activations[layer].slope_model(pre)
+
+    # --- calibrated model (physics_aware, twin refinement): lightloop.hal.chip_model -------------------
+    @property
+    def chip_model(self) -> ChipModel:
+        """The calibrated differentiable model of the mesh layers and its fitted phase-offset correction (rad)."""
+        if self.__dict__.get("_chip_model") is None:
+            self._chip_model = ChipModel(self)
+        return self._chip_model
+
+    def check_model(self) -> None:
+        """ConfigError if a layer has no calibrated model ('svd' layers, mismatched calibration shapes)."""
+        for l in range(len(self.layers)):
+            self.chip_model._optics(l)
+
+    def model_gradients(self, taps: ForwardTaps, delta_out: NDArray) -> list[NDArray]:
+        """dL/dphase (rad^-1) backward through the calibrated model at the measured forward state (no acquisition)."""
+        return self.chip_model.gradients(taps, delta_out)
+
+    def model_prediction(self, taps: ForwardTaps) -> list[NDArray]:
+        """The calibrated model's p(l) of every layer from the measured inputs (as taps.pre)."""
+        return self.chip_model.prediction(taps)
+
+    def refine_model(self, history: Sequence[ForwardTaps]) -> dict[str, float]:
+        """Fit the model's per-shifter phase-offset correction (rad) to the measured powers of recent batches."""
+        return self.chip_model.refine(history)
 
     # --- bookkeeping -----------------------------------------------------------------------------------
     def summary_fields(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from lightloop.errors import ConfigError, LightloopError
+from lightloop.hal.flow_model import FlowModel
 from lightloop.hal.flow_network_roles import ConductanceInit, ConductanceNetwork, desired_from_class_means
 from lightloop.hal.processor import ForwardTaps, OpticalProcessor
 
@@ -40,7 +41,16 @@ class FlowProcessor(OpticalProcessor):
     sum_k t_k s_k = -C for a one-hot target t: the flow cost is recoverable from (output, targets),
     which is how the flow gradient methods report it as the run's loss. The learning rules use the raw
     drops and potentials (taps.extra["drops"], ["potentials"]) and T (taps.extra["desired"]).
+
+    Physics-aware training (`physics_aware`): `model_gradients` takes the measured free state of ONE probe
+    acquisition and solves the feedback channel digitally in `self.model` (`lightloop.hal.flow_model`: the
+    conductances the HAL believes are realised, gain * written), so with the flow cost it returns what
+    chemical signalling measures with two acquisitions; `refine_model` fits the model's gain to the
+    measured potentials of recent forward batches (taps.extra["conductances"]: what was written then).
     """
+
+    #: the loss the model's gradients descend under the generic Trainer: the flow cost ('mse' maps onto it)
+    model_loss = "flow_cost"
 
     capabilities = frozenset({"chemical_signaling", "equilibrium_propagation", "coupled_learning"})
 
@@ -75,6 +85,7 @@ class FlowProcessor(OpticalProcessor):
         self._w_initial: FloatArray | None = None
         self.network_png: Path | None = None
         self.feedback_rescaled = 0  # feedback frames driven scaled down to respect the current limit
+        self.model = FlowModel(self.topology)  # calibrated model for physics_aware (gain 1 = nominal map)
 
     # -- OpticalProcessor contract -----------------------------------------------------------
     @property
@@ -129,7 +140,8 @@ class FlowProcessor(OpticalProcessor):
         drops = self.topology.output_drops(v)
         scores = self.scores(drops)
         return ForwardTaps(inputs=np.asarray(x), pre=[drops], post=[scores],
-                           extra={"potentials": v, "drops": drops, "desired": self._desired.copy()})
+                           extra={"potentials": v, "drops": drops, "desired": self._desired.copy(),
+                                  "conductances": self.network.conductances})
 
     def scores(self, drops: NDArray) -> FloatArray:
         """s_k = -1/2 ||drops - T_k||^2 (batch, n_classes), V^2: argmax = nearest desired vector."""
@@ -199,6 +211,70 @@ class FlowProcessor(OpticalProcessor):
         """CL clamped state: output drops held at `drops` (batch, n_out) V by ideal sources; potentials."""
         return self.nudged(x, drops, np.inf)
 
+    # -- the calibrated model (physics_aware) --------------------------------------------------
+    def _written(self, taps: ForwardTaps) -> FloatArray:
+        w = taps.extra.get("conductances")
+        w = self.network.conductances if w is None else w
+        if w is None:
+            raise LightloopError("flow processor: no conductances written yet; program() before the model is used")
+        return np.asarray(w, np.float64)
+
+    def model_gradients(self, taps: ForwardTaps, delta_out: NDArray) -> list[NDArray]:
+        r"""eta dL/dw (n_edges,), per S, as chemical signalling: measured v, model u = L(w_model)^-1 (-eta P^T g) in V.
+
+        delta_out = B dL/ds (batch, n_classes) on the scores s_k = -1/2 ||Delta v - T_k||^2, so the per-sample
+        output error is g = B dL/dDelta v = -sum_k delta_k (Delta v - T_k) (= Delta v - t for the flow cost,
+        whose delta is -t); grad_e = gain_e <u_e v_e> = eta dL/dw_e (eta: the bench's learning.eta).
+        """
+        d = np.atleast_2d(np.asarray(delta_out, np.float64))
+        drops, v, T = taps.extra["drops"], taps.extra["potentials"], taps.extra["desired"]
+        g = -np.einsum("bk,bkj->bj", d, drops[:, None, :] - T[None, :, :])
+        eta = float(self.learning_defaults.get("eta", 1.0))
+        u = self.model.feedback(self._written(taps), -eta * g)
+        grad = self.model.gain * np.mean(self.edge_drops(u) * self.edge_drops(v), axis=0)
+        return [grad.astype(np.float32)]
+
+    def model_prediction(self, taps: ForwardTaps) -> list[NDArray]:
+        """[output drops (batch, n_output_pairs), V] the model predicts from the measured inputs taps.inputs."""
+        v = self.model.potentials(self._written(taps), self.input_currents(taps.inputs))
+        return [self.topology.output_drops(v)]
+
+    def refine_model(self, history: Sequence[ForwardTaps], *, mode: Literal["edge", "global"] = "edge",
+                     ridge: float = 1e-5) -> dict[str, float]:
+        """Fit the model's conductance gain to the measured potentials of `history` (kept if it predicts better).
+
+        Returns prediction_error_before / _after (relative rms of the output drops over the history),
+        potential_rms_before_v / _after_v, gain_min / gain_max / gain_rms_change, n_samples, accepted (1/0).
+        """
+        if not history:
+            raise ConfigError("flow processor: refine_model needs at least one forward batch in the history")
+        ws = [self._written(t) for t in history]
+        amps = [self.input_currents(t.inputs) for t in history]
+        meas_v = [np.asarray(t.extra["potentials"], np.float64) for t in history]
+        meas_d = np.concatenate([self.topology.output_drops(v) for v in meas_v])
+
+        def errors() -> tuple[float, float]:
+            pv = [self.model.potentials(w, a) for w, a in zip(ws, amps)]
+            pd = np.concatenate([self.topology.output_drops(v) for v in pv])
+            rel = float(np.sqrt(np.sum((pd - meas_d) ** 2) / max(np.sum(meas_d ** 2), 1e-300)))
+            rms_v = float(np.sqrt(np.mean(np.concatenate([(p - m).ravel() for p, m in zip(pv, meas_v)]) ** 2)))
+            return rel, rms_v
+
+        old = self.model.gain.copy()
+        before, before_v = errors()
+        self.model.set_gain(self.model.fit_gain(ws, amps, meas_v, mode=mode, ridge=ridge))
+        after, after_v = errors()
+        accepted = after <= before
+        if not accepted:
+            self.model.set_gain(old)
+            after, after_v = before, before_v
+        gain = self.model.gain
+        return {"prediction_error_before": before, "prediction_error_after": after,
+                "potential_rms_before_v": before_v, "potential_rms_after_v": after_v,
+                "gain_min": float(gain.min()), "gain_max": float(gain.max()),
+                "gain_rms_change": float(np.sqrt(np.mean((gain - old) ** 2))),
+                "n_samples": float(meas_d.shape[0]), "accepted": float(accepted)}
+
     # -- bookkeeping ---------------------------------------------------------------------------
     def summary_fields(self) -> dict[str, Any]:
         """Bench figures for the run summary (then the station's, on instruments)."""
@@ -217,6 +293,8 @@ class FlowProcessor(OpticalProcessor):
                 out["mean_abs_dw_s"] = float(np.mean(np.abs(w - self._w_initial)))
         if self._desired is not None:
             out["desired_drops_v"] = self._desired.round(6).tolist()
+        if np.any(self.model.gain != 1.0):
+            out.update(model_gain_min=float(self.model.gain.min()), model_gain_max=float(self.model.gain.max()))
         if self.network_png is not None:
             out["network_png"] = str(self.network_png)
         return {**out, **super().summary_fields()}
@@ -240,6 +318,7 @@ class FlowProcessor(OpticalProcessor):
             st["w_initial"] = self._w_initial.copy()
         if self._desired is not None:
             st["desired"] = self._desired.copy()
+        st["model_gain"] = self.model.gain.copy()
         return st
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -249,6 +328,8 @@ class FlowProcessor(OpticalProcessor):
             self._w_initial = np.asarray(state["w_initial"], np.float64)
         if "desired" in state:
             self._desired = np.asarray(state["desired"], np.float64)
+        if "model_gain" in state:
+            self.model.set_gain(state["model_gain"])
 
     def device_safe_state(self) -> None:
         """Every source to zero and the clamp released."""

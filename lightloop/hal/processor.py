@@ -135,6 +135,9 @@ class OpticalProcessor(ABC):
         (delta_out = B dL/doutput); for processors whose parameters are not plain weight matrices."""
         raise NotImplementedError(f"{type(self).__name__} has no differentiable model of its own")
 
+    def check_model(self) -> None:
+        """Raise ConfigError if the processor's own calibrated model cannot serve (called before training starts)."""
+
     def model_prediction(self, taps: ForwardTaps) -> list[NDArray]:
         """The calibrated model's prediction of every measured taps.pre[l] from the measured inputs of layer l."""
         raise NotImplementedError(f"{type(self).__name__} has no differentiable model of its own")

@@ -47,6 +47,8 @@ from numpy.typing import NDArray
 from lightloop.errors import ConfigError
 from lightloop.hal.processor import ForwardTaps, OpticalProcessor
 from lightloop.training.gradients import GradientMethod, GradientResult, _outer_grads, register_gradient
+from lightloop.training.flow_learning import FlowCost
+from lightloop.training.losses import Loss, MSELoss
 from lightloop.training.model_refinement import WeightModelRefiner, relative_rms
 
 __all__ = ["PhysicsAwareGradient", "model_layout", "has_own_model"]
@@ -122,6 +124,20 @@ class PhysicsAwareGradient(GradientMethod):
 
     name = "physics_aware"
     requires = None
+    _requested_loss: Loss = MSELoss()
+    _model_loss: Loss | None = None
+
+    @property  # type: ignore[override]
+    def loss(self) -> Loss:
+        """The Trainer's loss, or the one the processor's own model descends (a flow network: its flow cost)."""
+        return self._model_loss if self._model_loss is not None else self._requested_loss
+
+    @loss.setter
+    def loss(self, value: Loss) -> None:
+        if self._model_loss is not None and not isinstance(value, (MSELoss, type(self._model_loss))):
+            raise ConfigError(f"gradient 'physics_aware': this processor's model descends its {self._model_loss.name} "
+                              f"(loss 'mse' maps onto it); loss '{getattr(value, 'name', value)}' is not available")
+        self._requested_loss = value
 
     def __init__(self, refine_every: Any = 0, refine_window: Any = 20, refine_slope: Any = True) -> None:
         self.refine_every = _count_option("refine_every", refine_every, 0)
@@ -139,7 +155,12 @@ class PhysicsAwareGradient(GradientMethod):
 
     def check(self, processor: OpticalProcessor) -> None:
         """Raise ConfigError if the processor has no differentiable calibrated model (or none to refine)."""
+        # a flow network's model descends its flow cost (processor.model_loss), as the flow rules do
+        self._model_loss = FlowCost() if getattr(processor, "model_loss", None) == "flow_cost" else None
+        self.loss = self._requested_loss     # re-checked against the processor's model loss
         bias = model_layout(processor)
+        if bias is None:
+            processor.check_model()   # e.g. a chip's 'svd' layers have no calibrated model: refused before step 1
         if bias is None and self.refine_every and not _own(processor, "refine_model"):
             raise ConfigError(f"physics_aware: gradient option refine_every={self.refine_every}: "
                               f"{type(processor).__name__} has no refine_model; expected refine_every 0")
