@@ -69,6 +69,20 @@ class GradientMethod(ABC):
         """Measure the gradient for batch x with one-hot targets; params are already programmed."""
 
 
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def option_bool(value: object) -> bool | None:
+    """A gradient option's true/false value (bools, 0/1, true/false/yes/no/on/off); None if it is none of those."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    return None
+
+
 def _outer_grads(taps: ForwardTaps, deltas: Sequence[NDArray], like: Sequence[NDArray] = ()) -> list[NDArray]:
     """delta(l)^T a(l-1) / B per layer, each in the memory layout of like[l] (F-ordered: (a^T delta)^T, same sums)."""
     b = np.float32(1.0 / taps.inputs.shape[0])

@@ -46,7 +46,7 @@ from numpy.typing import NDArray
 
 from lightloop.errors import ConfigError
 from lightloop.hal.processor import ForwardTaps, OpticalProcessor
-from lightloop.training.gradients import GradientMethod, GradientResult, _outer_grads, register_gradient
+from lightloop.training.gradients import GradientMethod, GradientResult, _outer_grads, option_bool, register_gradient
 from lightloop.training.flow_learning import FlowCost
 from lightloop.training.losses import Loss, MSELoss
 from lightloop.training.model_refinement import WeightModelRefiner, relative_rms
@@ -104,13 +104,10 @@ def _count_option(name: str, value: Any, minimum: int) -> int:
 
 def _bool_option(name: str, value: Any) -> bool:
     """A true/false option (bools, 0/1 or the strings true/false/yes/no/on/off); one-line ConfigError otherwise."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-        return value.strip().lower() in ("true", "yes", "on", "1")
-    raise ConfigError(f"physics_aware: gradient option {name}: expected true or false, got {value!r}")
+    v = option_bool(value)
+    if v is None:
+        raise ConfigError(f"physics_aware: gradient option {name}: expected true or false, got {value!r}")
+    return v
 
 
 def _own(processor: OpticalProcessor, method: str) -> bool:

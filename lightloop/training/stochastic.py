@@ -42,7 +42,7 @@ from numpy.typing import NDArray
 from lightloop.errors import ConfigError
 from lightloop.hal.photon_counting import PhotonCountingArray, feedback_channel_of
 from lightloop.hal.processor import ForwardTaps, OpticalProcessor
-from lightloop.training.gradients import GradientMethod, GradientResult, register_gradient
+from lightloop.training.gradients import GradientMethod, GradientResult, option_bool, register_gradient
 
 __all__ = ["StochasticPhotonicGradient", "parse_bool"]
 
@@ -51,13 +51,10 @@ _INNER = ("pump_probe", "exact")
 
 def parse_bool(value: Any, name: str) -> bool:
     """bool from True/False, 0/1 or the strings true/false/yes/no/on/off (config and CLI values)."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-        return value.strip().lower() in ("true", "yes", "on", "1")
-    raise ConfigError(f"stochastic_photonic: {name} must be true or false, got {value!r}")
+    v = option_bool(value)
+    if v is None:
+        raise ConfigError(f"stochastic_photonic: {name} must be true or false, got {value!r}")
+    return v
 
 
 def _prob(value: Any, name: str) -> float:
