@@ -296,6 +296,19 @@ class ChipProcessor(OpticalProcessor):
         return self.chip_model.refine(history)
 
     # --- bookkeeping -----------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Twin state plus the model's fitted phase-offset correction (rad per shifter), for an exact resume."""
+        return {**super().snapshot(), "model_correction": [c.copy() for c in self.chip_model.correction]}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Restore `snapshot` state (a snapshot without a model correction keeps the current one)."""
+        corr = state.get("model_correction")
+        if corr is not None:
+            corr = self.chip_model.checked_correction(corr)
+        super().restore(state)
+        if corr is not None:
+            self.chip_model.correction = corr
+
     def summary_fields(self) -> dict[str, Any]:
         """Chip figures for the run summary (then the station's, on instruments)."""
         return {**self.info, "phase_shifters": int(sum(l.bank.n_channels for l in self.layers)),

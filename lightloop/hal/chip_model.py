@@ -135,6 +135,14 @@ class ChipModel:
         self.correction = [np.zeros(lay.bank.n_channels) for lay in proc.layers]
         self._own: list[tuple[Any, MeshLossModel] | None] = [None] * len(proc.layers)
 
+    def checked_correction(self, corr: Any) -> list[NDArray[np.float64]]:
+        """A stored phase-offset correction (rad) as float64 arrays; ValueError unless one per shifter of each layer."""
+        want = [lay.bank.n_channels for lay in self.proc.layers]
+        got = [np.asarray(c, np.float64) for c in corr] if isinstance(corr, (list, tuple)) else None
+        if got is None or [c.shape for c in got] != [(n,) for n in want]:
+            raise ValueError(f"chip model_correction: expected {len(want)} phase-offset vectors of {want} rad values")
+        return got
+
     # --- the model of one layer ----------------------------------------------------------------------
     def _optics(self, l: int) -> MeshLossModel:
         """The calibrated optics of layer l: its loss model, else couplers (zeros if None) and the nominal eta."""

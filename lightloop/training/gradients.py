@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -67,6 +67,13 @@ class GradientMethod(ABC):
     def __call__(self, processor: OpticalProcessor, params: Sequence[NDArray], x: NDArray,
                  targets: NDArray) -> GradientResult:
         """Measure the gradient for batch x with one-hot targets; params are already programmed."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """State kept across steps that an exact resume needs (the Trainer checkpoints it); {}: none."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned (after check(processor)); ValueError if it does not fit."""
 
 
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")

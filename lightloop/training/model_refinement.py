@@ -22,7 +22,7 @@ the layers, of the model in use at that step (before it sees the step's batch) -
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -144,3 +144,30 @@ class WeightModelRefiner:
         """Fitted gains of a layer's rows as float32 (None: all 1)."""
         g = self.gains[layer]
         return None if g is None else g.astype(np.float32)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Fitted gains, offsets (None: not fitted), slope scales, refits and the kept batches, for an exact resume."""
+        return {"gains": [None if g is None else g.copy() for g in self.gains],
+                "offsets": [None if c is None else c.copy() for c in self.offsets],
+                "slope_scales": [float(s) for s in self.slope_scales], "refits": int(self.refits),
+                "history": [[list(part) for part in h] for h in self.history]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict`; ValueError naming the field if it does not fit this model's layers."""
+        n = self.n_layers
+        for key, want in (("gains", n), ("offsets", n), ("slope_scales", max(n - 1, 0))):
+            v = state.get(key)
+            if not isinstance(v, list) or len(v) != want:
+                raise ValueError(f"refiner {key}: expected a list of {want} entries, got "
+                                 f"{len(v) if isinstance(v, list) else type(v).__name__}")
+        hist = state.get("history", [])
+        shape = [n, n, max(n - 1, 0)]
+        if not isinstance(hist, list) or any(not isinstance(h, list) or [len(p) for p in h] != shape for h in hist):
+            raise ValueError(f"refiner history: expected batches of (u, z, hidden) with {shape} arrays each")
+        self.gains = [None if g is None else np.asarray(g, np.float64) for g in state["gains"]]
+        self.offsets = [None if c is None else np.asarray(c, np.float64) for c in state["offsets"]]
+        self.slope_scales = [float(s) for s in state["slope_scales"]]
+        self.refits = int(state.get("refits", 0))
+        self.history.clear()
+        for u, z, a in hist:
+            self.history.append(([np.asarray(x) for x in u], [np.asarray(x) for x in z], [np.asarray(x) for x in a]))

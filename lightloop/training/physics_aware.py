@@ -33,7 +33,8 @@ uses diag(g) W_model and s * activation_slope); a processor with its own model r
 Prediction error: every step, the relative rms error of the model in use predicting the measured
 pre-activations taps.pre[l] from the measured inputs of each layer (per layer and pooled), computed before
 the step's refit; `epoch_metrics()` gives the epoch's means (metrics.jsonl), `refine(processor)` refits on demand.
-The fitted state is not checkpointed: a resumed run starts from the calibrated model and refits.
+The Trainer checkpoints `state_dict()` (step count, kept batches, the weight-model fit, the epoch's sums; the
+processor's own fit travels in its snapshot): a resumed run continues exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -289,6 +290,36 @@ class PhysicsAwareGradient(GradientMethod):
             out["model_fit"] = dict(self.last_fit)
         return out
 
+    # --- exact resume (the Trainer's checkpoint) ---------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Step count, kept forward batches, the weight-model refiner's fit, this epoch's error sums, last fit."""
+        st: dict[str, Any] = {"steps": self._steps, "predicts": self._predicts, "keep": self._keep,
+                              "epoch_refits": self._epoch_refits, "errors": dict(self._errors),
+                              "last_fit": dict(self.last_fit), "history": [_taps_state(t) for t in self._history]}
+        if self._refiner is not None:
+            st["refiner"] = self._refiner.state_dict()
+        return st
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict` after check(processor) (the Trainer does); ValueError naming a field that misfits."""
+        if self._layout is None:
+            raise ValueError("physics_aware state: expected check(processor) before load_state_dict")
+        if ("refiner" in state) != (self._refiner is not None):
+            raise ValueError(f"physics_aware refiner: expected {'a weight-model fit' if self._refiner else 'none'} "
+                             f"(the processor {'has no' if self._refiner else 'brings its'} own model)")
+        hist = [_taps_from(t) for t in state.get("history", [])]
+        if self._refiner is not None:
+            self._refiner.load_state_dict(state["refiner"])
+        self._history.clear()
+        self._history.extend(hist)
+        self._steps, self._epoch_refits = int(state["steps"]), int(state.get("epoch_refits", 0))
+        self._predicts, self._keep = bool(state.get("predicts", True)), bool(state.get("keep", False))
+        e = dict(state.get("errors") or {})
+        if e:
+            e["layers"] = np.asarray(e["layers"], np.float64)
+        self._errors = e
+        self.last_fit = {str(k): float(v) for k, v in (state.get("last_fit") or {}).items()}
+
     @staticmethod
     def _realised(processor: OpticalProcessor, params: Sequence[NDArray]) -> tuple[list[NDArray], list[NDArray | None]]:
         """Model weights clip(W, bounds) and the clip masks dW_model/dW (None where nothing is clipped)."""
@@ -302,3 +333,19 @@ class PhysicsAwareGradient(GradientMethod):
                 out.append(np.clip(p, lo, hi).astype(p.dtype))
                 masks.append(inside.astype(np.float32))
         return out, masks
+
+
+def _taps_state(taps: ForwardTaps) -> dict[str, Any]:
+    """A kept forward batch as nested dicts / lists of arrays (what a checkpoint stores)."""
+    return {"inputs": np.asarray(taps.inputs), "pre": [np.asarray(p) for p in taps.pre],
+            "post": [np.asarray(p) for p in taps.post], "extra": dict(taps.extra or {})}
+
+
+def _taps_from(state: Any) -> ForwardTaps:
+    """The forward batch `_taps_state` stored; ValueError naming the field if it is not one."""
+    if not isinstance(state, dict) or not {"inputs", "pre", "post"} <= set(state):
+        raise ValueError("physics_aware history: expected forward batches with inputs, pre and post")
+    if not isinstance(state["pre"], list) or not isinstance(state["post"], list):
+        raise ValueError("physics_aware history: expected pre and post as lists of arrays")
+    return ForwardTaps(inputs=np.asarray(state["inputs"]), pre=[np.asarray(p) for p in state["pre"]],
+                       post=[np.asarray(p) for p in state["post"]], extra=dict(state.get("extra") or {}))

@@ -85,6 +85,14 @@ def clip_in_place(p: NDArray, lo: float, hi: float) -> None:
         np.clip(p, lo, hi, out=p)
 
 
+def _no_state(method: Any) -> Callable[[Any], None]:
+    """load_state_dict of a method without one: only an empty state fits."""
+    def load(state: Any) -> None:
+        if state:
+            raise ValueError(f"{type(method).__name__} keeps no state; expected an empty object")
+    return load
+
+
 def classes_of(output: NDArray) -> NDArray[np.int64]:
     """Predicted classes of outputs (batch, n_out): argmax, or output >= 0.5 for a single output (binary)."""
     if output.shape[1] == 1:
@@ -141,9 +149,13 @@ class Trainer:
     # ---------------------------------------------------------------------------------------
     def _state(self, epoch: int, params: list[NDArray], rng: np.random.Generator,
                history: list[dict[str, Any]], best: dict[str, Any]) -> dict[str, Any]:
-        return {"epoch": epoch, "params": params, "optimizer": self.optimizer.state_dict(),
-                "rng": rng.bit_generator.state, "processor": self.processor.snapshot(),
-                "history": history, "best": best, "tag": self.tag}
+        state = {"epoch": epoch, "params": params, "optimizer": self.optimizer.state_dict(),
+                 "rng": rng.bit_generator.state, "processor": self.processor.snapshot(),
+                 "history": history, "best": best, "tag": self.tag}
+        method_state = getattr(self.method, "state_dict", None)
+        if method_state is not None:   # e.g. physics_aware's refined model and kept batches (exact resume)
+            state["method"] = method_state()
+        return state
 
     def fingerprint(self, data: Dataset) -> dict[str, Any]:
         """What a resume must match: data shape, layer sizes, gradient method, optimizer and loop settings."""
@@ -187,9 +199,14 @@ class Trainer:
             if [tuple(p.shape) for p in st["params"]] != [tuple(p) for p in self.processor.parameter_shapes()]:
                 raise RunFolderError(f"{ckpt}: params: checkpoint parameter shapes do not match this processor")
             params = [np.asarray(p, np.float32) for p in st["params"]]
-            for key, restore in (("optimizer", self.optimizer.load_state_dict), ("processor", self.processor.restore),
-                                 ("rng", lambda v: setattr(rng.bit_generator, "state", v))):
+            restores = [("optimizer", self.optimizer.load_state_dict), ("processor", self.processor.restore),
+                        ("rng", lambda v: setattr(rng.bit_generator, "state", v))]
+            if "method" in st:             # optional: checkpoints before the method state resume without it
+                restores.append(("method", getattr(self.method, "load_state_dict", _no_state(self.method))))
+            for key, restore in restores:
                 try:
+                    if key == "method" and not isinstance(st[key], dict):
+                        raise TypeError(f"expected an object (the gradient method state), got {type(st[key]).__name__}")
                     restore(st[key])
                 except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
                     raise RunFolderError(f"{ckpt}: {key}: does not fit this run ({type(exc).__name__}: "
