@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from lightloop.check_stats import PathResult, bounds_for, judge, path_stats
+from lightloop.check_stats import PathResult, bounds_for, judge, path_stats, repeat_passes
 from lightloop.check_stats import private_copy as _a
 from lightloop.check_stats import rms as _rms
 from lightloop.schema import CheckSettings
@@ -38,14 +38,7 @@ def _free_space(proc: Any, n: int, rng: np.random.Generator) -> tuple[list[PathR
     proc.program(ws)
     x = rng.uniform(0.0, 1.0, (n, sizes[0])).astype(np.float32)
     delta = rng.normal(0.0, 1.0, (n, sizes[-1])).astype(np.float32)
-    runs = []
-    for _ in range(2):
-        t = proc.forward(x)
-        taps = ([_a(a) for a in t.pre], [_a(a) for a in t.post], _a(t.inputs))
-        errs = [_a(e) for e in proc.backward(delta)]
-        runs.append((taps, errs))
-    (pre, post, a0), errs = runs[0]
-    (pre2, post2, _), errs2 = runs[1]
+    (pre, post, a0, errs), (pre2, post2, _, errs2) = repeat_passes(proc, x, delta)
     field_unit = "field (saturation units)"
     out: list[PathResult] = []
     sig_pre, sig_post, sig_err = [], [], []

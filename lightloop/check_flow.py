@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from lightloop.check_stats import PathResult
+from lightloop.check_stats import PathResult, repeat_passes
 from lightloop.check_stats import private_copy as _a
 from lightloop.check_stats import rms as _rms
 
@@ -116,11 +116,7 @@ def digital_paths(proc: Any, n: int, rng: np.random.Generator) -> tuple[list[Pat
     proc.program(ws)
     x = rng.uniform(0.0, 1.0, (n, sizes[0])).astype(np.float32)
     delta = rng.normal(0.0, 1.0, (n, sizes[-1])).astype(np.float32)
-    runs = []
-    for _ in range(2):
-        t = proc.forward(x)
-        runs.append(([_a(p) for p in t.pre], [_a(p) for p in t.post], [_a(e) for e in proc.backward(delta)]))
-    (pre, post, errs), (pre2, post2, errs2) = runs
+    (pre, post, _, errs), (pre2, post2, _, errs2) = repeat_passes(proc, x, delta)
     out: list[PathResult] = []
     a = np.concatenate([x, np.ones((n, 1), np.float32)], 1).astype(np.float64)
     output_sigmoid = getattr(proc, "output_activation", "sigmoid") == "sigmoid"

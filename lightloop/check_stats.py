@@ -8,6 +8,7 @@ less the noise the model error. Bounds (``CheckBounds``) are relative to the rms
 from __future__ import annotations
 
 import fnmatch
+from typing import Any
 import math
 from dataclasses import dataclass, field
 
@@ -16,7 +17,7 @@ from numpy.typing import NDArray
 
 from lightloop.schema import CheckBounds, CheckSettings
 
-__all__ = ["PathResult", "path_stats", "judge", "bounds_for", "rms", "private_copy"]
+__all__ = ["PathResult", "path_stats", "judge", "bounds_for", "rms", "private_copy", "repeat_passes"]
 
 
 @dataclass
@@ -108,3 +109,13 @@ def bounds_for(settings: CheckSettings, name: str) -> CheckBounds:
 def private_copy(x: NDArray) -> NDArray:
     """A private copy of a reading (ports may hand out buffers they reuse)."""
     return np.array(x, copy=True)
+
+
+def repeat_passes(proc: Any, x: NDArray, delta: NDArray) -> list[tuple[list, list, NDArray, list]]:
+    """Two forward + backward passes of the same batch: per pass (pre taps, post taps, inputs, backward errors)."""
+    runs = []
+    for _ in range(2):
+        t = proc.forward(x)
+        runs.append(([private_copy(a) for a in t.pre], [private_copy(a) for a in t.post], private_copy(t.inputs),
+                     [private_copy(e) for e in proc.backward(delta)]))
+    return runs
